@@ -1,0 +1,210 @@
+"""Public Python API: ``load_model`` and ``upscale``.
+
+Latents go in and come out exactly as ComfyUI's LATENT carries them for the
+model's family (raw values; ``[B, C, H, W]`` or video ``[B, C, T, H, W]``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoints.formats import (CheckpointError, config_from_metadata, infer_config, json_metadata, load_into,
+                                  read_checkpoint, METADATA_PREFIX)
+from .engine.runner import CancelFn, ProgressFn, run_network
+from .families import LatentFamily, get_family
+from .model.network import LUANet
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+DTypeLike = Union[str, torch.dtype, None]
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: DTypeLike, device: torch.device) -> torch.dtype:
+    """``auto``: fp32 on CPU (fastest there and exact), bf16 on CUDA when supported, else fp16."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"unsupported dtype {dtype}; use fp32, bf16 or fp16")
+        return dtype
+    if dtype is None or str(dtype).lower() == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return torch.float32
+    key = str(dtype).lower()
+    if key not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16")
+    return DTYPES[key]
+
+
+@dataclass
+class LUAModel:
+    """A loaded adapter: the network plus what the pack needs to know about it."""
+
+    net: LUANet
+    family: LatentFamily
+    path: Optional[Path] = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.net.config
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return self.net.config.scales
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    @property
+    def training_summary(self) -> dict[str, Any]:
+        return json_metadata(self.metadata, "training", {}) or {}
+
+    def to(self, device: Union[str, torch.device, None] = None, dtype: DTypeLike = None) -> "LUAModel":
+        dev = torch.device(device) if device is not None else self.device
+        self.net.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else self.dtype)
+        return self
+
+    def describe(self) -> str:
+        name = self.path.name if self.path else "in-memory model"
+        return (f"{name}: LUA {self.family.label} adapter, heads {['x%d' % s for s in self.scales]}, "
+                f"{self.net.num_parameters() / 1e6:.2f} M parameters")
+
+
+def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device, None] = "cpu",
+               dtype: DTypeLike = "fp32", family: Optional[str] = None) -> LUAModel:
+    """Load an official ``lua_flux.pth`` or one of our ``.safetensors`` adapters.
+
+    ``family`` overrides the family for files without metadata (the official file
+    is FLUX.1); a file's own family metadata cannot be contradicted.
+    """
+    raw = read_checkpoint(path)
+    config = config_from_metadata(raw.metadata) or infer_config(raw.tensors)
+    stored_family = raw.metadata.get(METADATA_PREFIX + "family")
+    if stored_family and family and get_family(stored_family).name != get_family(family).name:
+        raise CheckpointError(f"{raw.path.name}: checkpoint is for family {stored_family!r}, not {family!r}")
+    fam_name = stored_family or family
+    if fam_name is None:
+        if config.in_chans != 16:
+            raise CheckpointError(f"{raw.path.name}: no family metadata; pass family= for a {config.in_chans}-channel model")
+        fam_name = "flux1"  # metadata-less 16-channel files are the published LUA-FLUX layout
+    fam = get_family(fam_name)
+    if fam.model_channels != config.in_chans:
+        raise CheckpointError(f"{raw.path.name}: a {fam.label} adapter needs {fam.model_channels} latent channels, "
+                              f"the weights have {config.in_chans}")
+    net = LUANet(config)
+    load_into(net, raw.tensors, raw.path.name)
+    net.eval().requires_grad_(False)
+    dev = resolve_device(device)
+    net.to(device=dev, dtype=resolve_dtype(dtype, dev))
+    return LUAModel(net, fam, raw.path, raw.metadata)
+
+
+def validate_latent(model: LUAModel, latent: Any) -> torch.Tensor:
+    """Check a LATENT tensor against the model; raise ValueError naming the problem."""
+    if not isinstance(latent, torch.Tensor):
+        raise ValueError(f"latent must be a torch.Tensor, got {type(latent).__name__}")
+    if latent.ndim not in (4, 5):
+        raise ValueError(f"latent must be 4-D [B,C,H,W] or 5-D [B,C,T,H,W], got shape {tuple(latent.shape)}")
+    if not latent.is_floating_point():
+        raise ValueError(f"latent must be a floating-point tensor, got {latent.dtype}")
+    fam = model.family
+    if latent.shape[1] != fam.comfy_channels:
+        raise ValueError(f"latent has {latent.shape[1]} channels but this {fam.label} adapter expects "
+                         f"{fam.comfy_channels} (is the latent from another model family?)")
+    h, w = latent.shape[-2:]
+    if h < 1 or w < 1:
+        raise ValueError(f"latent is too small: {h}x{w} (height and width must be at least 1)")
+    if latent.numel() and not torch.isfinite(latent).all():
+        raise ValueError("latent contains NaN or Inf values")
+    return latent
+
+
+def target_size(height: int, width: int, scale: Optional[float], size: Optional[tuple[int, int]]) -> tuple[int, int]:
+    """Exact output size in latent units from a scale factor or an explicit ``(height, width)``."""
+    if size is not None:
+        th, tw = (int(v) for v in size)
+    else:
+        if scale is None or not math.isfinite(float(scale)) or float(scale) <= 0:
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        th, tw = max(1, round(height * float(scale))), max(1, round(width * float(scale)))
+    if th < height or tw < width:
+        raise ValueError(f"target size {th}x{tw} is smaller than the latent {height}x{width}; LUA only upscales")
+    return th, tw
+
+
+def choose_head(scales: tuple[int, ...], ratio: float) -> int:
+    for s in scales:
+        if s >= ratio - 1e-9:
+            return s
+    raise ValueError(f"scale x{ratio:g} exceeds this model's largest head x{max(scales)}; "
+                     f"chain two upscales for larger factors")
+
+
+def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Optional[tuple[int, int]] = None,
+            tile_size: Optional[int] = None, tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
+            memory_budget: Optional[int] = None, progress: Optional[ProgressFn] = None,
+            cancel: Optional[CancelFn] = None) -> torch.Tensor:
+    """Upscale a ComfyUI-convention latent by ``scale`` (any factor in [1, max head]) or to ``size``.
+
+    ``size`` is ``(height, width)`` in latent units of the input's convention.
+    The x2/x4 head closest above the factor runs and its output is resized
+    (area) to the exact target.  Returns a tensor of the input's dtype and device.
+    Options: ``tile_size`` (None = automatic, 0 = off), ``tile_overlap``,
+    ``dtype`` (compute dtype: auto/fp32/bf16/fp16), ``memory_budget`` (bytes),
+    ``progress(done, total)``, ``cancel()`` (return True or raise to stop).
+    """
+    validate_latent(model, latent)
+    video = latent.ndim == 5
+    x = latent
+    if video:
+        b, c, t, h, w = x.shape
+        x = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    h, w = x.shape[-2:]
+    th, tw = target_size(h, w, scale, size)
+    if x.shape[0] == 0 or (th, tw) == (h, w):
+        out = x.new_empty(x.shape[0], x.shape[1], th, tw) if x.shape[0] == 0 else x.clone()
+    else:
+        head = choose_head(model.scales, max(th / h, tw / w))
+        stored = model.dtype
+        compute = resolve_dtype(dtype, model.device) if dtype is not None else stored
+        fam = model.family
+        z = fam.to_model(x.to(model.device, compute).contiguous())
+        try:
+            if compute != stored:
+                model.net.to(dtype=compute)
+            with torch.inference_mode():
+                y = run_network(model.net, z, head, tile_size=tile_size, tile_overlap=tile_overlap,
+                                memory_budget=memory_budget, progress=progress, cancel=cancel)
+        finally:
+            if compute != stored:
+                model.net.to(dtype=stored)
+        mh, mw = th * fam.pack, tw * fam.pack
+        if y.shape[-2:] != (mh, mw):
+            y = F.interpolate(y.float(), size=(mh, mw), mode="area")
+        out = fam.to_comfy(y).to(latent.device, latent.dtype)
+    if video:
+        out = out.reshape(b, t, c, th, tw).permute(0, 2, 1, 3, 4)
+    return out.contiguous()

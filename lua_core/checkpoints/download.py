@@ -1,0 +1,351 @@
+"""Verified, atomic, lock-protected checkpoint downloads (stdlib ``urllib`` only).
+
+The body is streamed into a hidden temporary file next to the destination
+(``.{filename}.{random}.part``, never picked up by the loader), hashed while it
+streams, checked against the expected size and SHA-256, fsynced, and only then
+renamed into place with ``os.replace``. Any failure removes the temporary file and
+raises :class:`DownloadError`, whose message says how to place the file by hand.
+
+Concurrent downloads of the same destination (threads or processes) serialise on
+an exclusive lock file ``.{filename}.lock`` in the destination directory; whoever
+gets the lock second finds the finished file and returns it without a request.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import secrets
+import socket
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Union
+
+from .manifest import ManifestEntry, check_file
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, Optional[int]], None]
+PathLike = Union[str, os.PathLike]
+
+USER_AGENT = "ComfyUI-LUA/1 (Python urllib)"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_CHUNK_SIZE = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A checkpoint could not be fetched; the message names the URL, the reason and the manual fix."""
+
+    def __init__(self, url: Optional[str], dest_path: PathLike, reason: str, *,
+                 hint: Optional[str] = None) -> None:
+        self.url = url
+        self.dest_path = Path(dest_path)
+        self.reason = reason
+        if hint is None:
+            hint = (f"Download {url} yourself and place it at {self.dest_path}" if url
+                    else f"Place the file at {self.dest_path} yourself")
+        head = f"Could not download {url} to {self.dest_path}" if url else f"Could not obtain {self.dest_path}"
+        super().__init__(f"{head}: {reason}. {hint}.")
+
+
+def temp_name(filename: str) -> str:
+    """A fresh hidden ``.part`` name for ``filename`` (random, so concurrent writers never collide)."""
+    return f".{filename}.{secrets.token_hex(8)}.part"
+
+
+def lock_path_for(dest_path: PathLike) -> Path:
+    """The lock file guarding downloads to ``dest_path``."""
+    p = Path(dest_path)
+    return p.with_name(f".{p.name}.lock")
+
+
+def download_entry(entry: ManifestEntry, dest_dir: PathLike, *, progress: Optional[ProgressCallback] = None,
+                   timeout: float = DEFAULT_TIMEOUT, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   opener: Optional[urllib.request.OpenerDirector] = None) -> Path:
+    """Fetch a manifest entry into ``dest_dir/entry.filename`` (or return it if already there and valid)."""
+    dest = Path(dest_dir) / entry.filename
+    if entry.url is None:
+        if dest.is_file():
+            _verify_existing(None, dest, entry.sha256, entry.size)
+            return dest
+        raise DownloadError(None, dest, f"no download URL is known for {entry.name!r} (source: {entry.source})")
+    return download_file(entry.url, dest, sha256=entry.sha256, size=entry.size, progress=progress,
+                         timeout=timeout, chunk_size=chunk_size, opener=opener)
+
+
+def download_file(url: str, dest_path: PathLike, *, sha256: Optional[str] = None, size: Optional[int] = None,
+                  progress: Optional[ProgressCallback] = None, timeout: float = DEFAULT_TIMEOUT,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE,
+                  opener: Optional[urllib.request.OpenerDirector] = None) -> Path:
+    """Download ``url`` to ``dest_path`` atomically, verifying ``size`` and ``sha256`` when given.
+
+    ``timeout`` bounds connecting and each read (not the whole transfer).
+    ``progress(done, total)`` is called with 0 first, then after every chunk;
+    ``total`` is the expected size (or the server's Content-Length, or ``None``).
+    Exceptions raised by ``progress`` (e.g. a user interrupt) propagate unchanged
+    after the temporary file is removed. Returns ``dest_path`` as a ``Path``.
+    """
+    dest = Path(dest_path)
+    if sha256 is not None:
+        sha256 = sha256.lower()
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+    if size is not None and size <= 0:
+        raise ValueError(f"size must be a positive number of bytes, got {size}")
+
+    if _verify_existing(url, dest, sha256, size):
+        return dest
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(url, dest, f"cannot create the directory {dest.parent} ({_os_reason(exc)})") from exc
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(_exclusive_lock(lock_path_for(dest)))
+        except OSError as exc:
+            raise DownloadError(url, dest, f"cannot write in {dest.parent} ({_os_reason(exc)})") from exc
+        if _verify_existing(url, dest, sha256, size):
+            logger.info("LUA: %s was completed by another download", dest)
+            return dest
+        _fetch(url, dest, sha256=sha256, size=size, progress=progress, timeout=timeout,
+               chunk_size=chunk_size, opener=opener)
+    return dest
+
+
+def _verify_existing(url: Optional[str], dest: Path, sha256: Optional[str], size: Optional[int]) -> bool:
+    """True if ``dest`` exists and matches; raise if it exists and does not; False if absent."""
+    if not dest.exists():
+        return False
+    hint = "Delete it (or move it aside) and retry"
+    if url:
+        hint += f", or download {url} yourself and place it there"
+    if not dest.is_file():
+        raise DownloadError(url, dest, "the destination exists but is not a file", hint=hint)
+    try:
+        check_file(dest, sha256=sha256, size=size)
+    except ValueError as exc:
+        raise DownloadError(url, dest, f"a file already exists there but does not match ({exc})",
+                            hint=hint) from exc
+    except OSError as exc:
+        raise DownloadError(url, dest, f"the existing file cannot be read ({_os_reason(exc)})",
+                            hint=hint) from exc
+    if sha256 is None:
+        logger.debug("LUA: using %s without a checksum to verify it against", dest)
+    return True
+
+
+def _fetch(url: str, dest: Path, *, sha256: Optional[str], size: Optional[int],
+           progress: Optional[ProgressCallback], timeout: float, chunk_size: int,
+           opener: Optional[urllib.request.OpenerDirector]) -> None:
+    """Stream ``url`` into a temporary file, verify it, and rename it to ``dest``. Caller holds the lock."""
+    tmp = dest.with_name(temp_name(dest.name))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except OSError as exc:
+        raise DownloadError(url, dest, f"cannot create a temporary file in {dest.parent} ({_os_reason(exc)})") from exc
+
+    renamed = False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, done = _stream(url, dest, out, size=size, progress=progress, timeout=timeout,
+                                   chunk_size=chunk_size, opener=opener)
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise DownloadError(url, dest, f"cannot write {tmp} ({_os_reason(exc)})") from exc
+        if sha256 is not None and digest != sha256:
+            raise DownloadError(url, dest, f"sha256 mismatch: expected {sha256}, actual {digest} "
+                                           f"({done} bytes received)")
+        if sha256 is None:
+            logger.warning("LUA: no sha256 is known for %s; only the transfer's completeness (%d bytes) "
+                           "was checked. sha256 of the received file: %s", url, done, digest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise DownloadError(url, dest, f"cannot move {tmp} into place ({_os_reason(exc)})") from exc
+        renamed = True
+        _fsync_dir(dest.parent)
+        logger.info("LUA: downloaded %s -> %s (%d bytes)", url, dest, done)
+    finally:
+        if not renamed:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                logger.warning("LUA: could not remove the temporary file %s: %s", tmp, exc)
+
+
+def _stream(url: str, dest: Path, out, *, size: Optional[int], progress: Optional[ProgressCallback],
+            timeout: float, chunk_size: int, opener: Optional[urllib.request.OpenerDirector]) -> tuple[str, int]:
+    """Copy the response body to ``out``; return (sha256 hex, byte count). Network failures -> DownloadError."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    opener = opener or urllib.request.build_opener()
+    hasher = hashlib.sha256()
+    done = 0
+    logger.info("LUA: downloading %s -> %s", url, dest)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            announced = _content_length(response)
+            if size is not None and announced is not None and announced != size:
+                raise DownloadError(url, dest, f"the server announced {announced} bytes but {size} are expected")
+            total = size if size is not None else announced
+            if progress is not None:
+                progress(0, total)
+            while True:
+                chunk = response.read(chunk_size)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise DownloadError(url, dest, f"cannot write to {dest.parent} ({_os_reason(exc)})") from exc
+                done += len(chunk)
+                if total is not None and done > total:
+                    raise DownloadError(url, dest, f"the server sent more than the expected {total} bytes")
+                if progress is not None:
+                    progress(done, total)
+    except DownloadError:
+        raise
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise DownloadError(url, dest, f"HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise DownloadError(url, dest, _network_reason(exc.reason, timeout)) from exc
+    except (http.client.HTTPException, OSError) as exc:
+        raise DownloadError(url, dest, _network_reason(exc, timeout)) from exc
+    except ValueError as exc:  # malformed URL, unknown scheme
+        raise DownloadError(url, dest, f"invalid URL ({exc})") from exc
+
+    if total is not None and done != total:
+        raise DownloadError(url, dest, f"the transfer was cut short: received {done} of {total} bytes")
+    if done == 0:
+        raise DownloadError(url, dest, "the server sent an empty file")
+    return hasher.hexdigest(), done
+
+
+def _content_length(response) -> Optional[int]:
+    value = response.headers.get("Content-Length")
+    try:
+        n = int(value) if value is not None else None
+    except ValueError:
+        return None
+    return n if n is not None and n >= 0 else None
+
+
+def _network_reason(exc: object, timeout: float) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"timed out (no data for {timeout:g} s)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"the connection was closed early ({len(exc.partial)} bytes of the last read received)"
+    if isinstance(exc, (ConnectionError, http.client.HTTPException)):
+        return f"the connection failed ({type(exc).__name__}: {exc})"
+    if isinstance(exc, OSError):
+        return _os_reason(exc)
+    return str(exc)
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.strerror:
+        return f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename (POSIX); best effort."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (created if needed; removed on release on POSIX).
+
+    On POSIX, after ``flock`` succeeds the lock file is checked to still be the
+    one on disk (a previous holder may have unlinked it), so removing it on
+    release never lets two holders in at once.
+    """
+    if fcntl is None:
+        with _windows_lock(lock_path):
+            yield
+        return
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("LUA: waiting for another download of %s to finish", lock_path.name[1:-5])
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                on_disk = os.stat(lock_path)
+            except FileNotFoundError:
+                on_disk = None
+            held = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(lock_path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def _windows_lock(lock_path: Path) -> Iterator[None]:
+    import msvcrt
+
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        waited = False
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                break
+            except OSError:
+                if not waited:
+                    logger.info("LUA: waiting for another download of %s to finish", lock_path.name[1:-5])
+                    waited = True
+                time.sleep(0.25)
+        try:
+            yield
+        finally:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["DownloadError", "ProgressCallback", "download_entry", "download_file", "lock_path_for", "temp_name"]

@@ -1,0 +1,5 @@
+"""Exceptions raised by the inference engine."""
+
+
+class UpscaleCancelled(RuntimeError):
+    """The caller's cancellation hook asked the upscale to stop."""

@@ -1,0 +1,133 @@
+"""Run a LUA network over a batch of model-layout latents: tiles, memory, progress, cancel."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ..model.network import LUANet
+from .errors import UpscaleCancelled
+from .memory import auto_tile_size
+from .tiling import count_tiles, run_tiled
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], Optional[bool]]
+
+
+@dataclass
+class TilePlan:
+    """How one upscale is split: ``tile`` 0 means the whole latent in one pass."""
+
+    tile: int
+    overlap: int
+    batch_chunk: int
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int], overlap: Optional[int],
+               memory_budget: Optional[int]) -> TilePlan:
+    """Resolve the user's tiling options against the model and input size."""
+    cfg = net.config
+    w = cfg.window_size
+    b, _, h, wd = x.shape
+    if tile_size is None:
+        tile = auto_tile_size(cfg, scale, 1, h, wd, x.dtype, memory_budget, x.device)
+    elif tile_size < 0:
+        raise ValueError(f"tile_size must be >= 0 (0 = no tiling), got {tile_size}")
+    else:
+        tile = -(-int(tile_size) // w) * w if tile_size else 0
+    if tile and tile >= h and tile >= wd:
+        tile = 0
+    if overlap is None:
+        overlap = max(w, tile // 4) if tile else 0
+    if overlap < 0:
+        raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
+    if tile:
+        overlap = min(int(overlap), tile // 2)
+    chunk = b
+    if tile or tile_size is None:
+        # several tiles' worth of memory never go to one pass: split the batch too
+        chunk = 1 if tile else max(1, min(b, _batch_that_fits(net, x, scale, memory_budget)))
+    return TilePlan(tile, int(overlap), chunk)
+
+
+def _batch_that_fits(net: LUANet, x: torch.Tensor, scale: int, budget: Optional[int]) -> int:
+    _, _, h, w = x.shape
+    for batch in range(x.shape[0], 0, -1):
+        if auto_tile_size(net.config, scale, batch, h, w, x.dtype, budget, x.device) == 0:
+            return batch
+    return 1
+
+
+def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional[int] = None,
+                tile_overlap: Optional[int] = None, memory_budget: Optional[int] = None,
+                progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> torch.Tensor:
+    """``(B, C, H, W)`` model-layout latent -> ``(B, C, H*scale, W*scale)`` with head ``x{scale}``.
+
+    ``tile_size`` None picks tiles from a memory estimate, 0 disables tiling.  On an
+    out-of-memory error the tile size is halved and the run restarts (down to two windows).
+    """
+    plan = plan_tiles(net, x, scale, tile_size, tile_overlap, memory_budget)
+    min_tile = 2 * net.config.window_size
+    while True:
+        try:
+            return _execute(net, x, scale, plan, progress, cancel)
+        except Exception as exc:  # noqa: BLE001 - only OOM is retried, the rest re-raised
+            if not is_oom(exc):
+                raise
+            h, w = x.shape[-2:]
+            current = plan.tile or max(h, w)
+            if plan.batch_chunk > 1:
+                plan = TilePlan(plan.tile, plan.overlap, max(1, plan.batch_chunk // 2))
+            elif current // 2 >= min_tile:
+                tile = (current // 2) // net.config.window_size * net.config.window_size
+                plan = TilePlan(tile, min(plan.overlap or max(net.config.window_size, tile // 4), tile // 2), 1)
+            else:
+                raise
+            log.warning("LUA: out of memory, retrying with tile %s and batch chunk %s", plan.tile, plan.batch_chunk)
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress: Optional[ProgressFn],
+             cancel: Optional[CancelFn]) -> torch.Tensor:
+    b, _, h, w = x.shape
+    per_chunk = count_tiles(h, w, plan.tile, plan.overlap) if plan.tile else 1
+    chunks = range(0, b, plan.batch_chunk)
+    total = per_chunk * len(chunks)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise UpscaleCancelled("LUA upscale cancelled")
+
+    def forward(piece: torch.Tensor) -> torch.Tensor:
+        check_cancel()
+        return net(piece, scale)
+
+    outputs = []
+    for start in chunks:
+        part = x[start:start + plan.batch_chunk]
+        if plan.tile:
+            outputs.append(run_tiled(forward, part, scale, plan.tile, plan.overlap, step))
+        else:
+            outputs.append(forward(part))
+            step()
+    check_cancel()
+    return torch.cat(outputs, 0) if len(outputs) > 1 else outputs[0]

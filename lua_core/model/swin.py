@@ -1,0 +1,205 @@
+"""Shifted-window transformer pieces of the LUA trunk (SwinIR layout).
+
+Activations stay in ``(B, H, W, C)`` layout inside the trunk.  Windows are
+formed with reshapes (no Python loop over windows) and attention runs through
+``scaled_dot_product_attention`` with the relative-position bias and the shift
+mask added as one additive mask.  The bias is cached per parameter version and
+the shift mask per resolution, so inference does not rebuild them every call.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MASK_FILL = -100.0
+_SHIFT_MASK_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_SHIFT_MASK_CACHE_SIZE = 16
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Index into the ``(2w-1)^2`` bias table for every pair of window positions."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    coords = coords.flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``(B, H, W, C)`` -> ``(B, nW, window*window, C)``; H and W must be multiples of window."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
+
+
+def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`."""
+    b, _, _, c = windows.shape
+    x = windows.view(b, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def build_shift_mask(h: int, w: int, window: int, shift: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Additive mask ``(nW, N, N)`` that stops attention across the wrap-around of a cyclic shift."""
+    labels = torch.zeros(1, h, w, 1, device=device)
+    region = 0
+    bounds = ((0, h - window), (h - window, h - shift), (h - shift, h))
+    wbounds = ((0, w - window), (w - window, w - shift), (w - shift, w))
+    for h0, h1 in bounds:
+        for w0, w1 in wbounds:
+            labels[:, h0:h1, w0:w1, :] = region
+            region += 1
+    windows = window_partition(labels, window).squeeze(0).squeeze(-1)  # (nW, N)
+    diff = windows[:, None, :] - windows[:, :, None]
+    return torch.zeros_like(diff).masked_fill(diff != 0, MASK_FILL)
+
+
+def cached_shift_mask(h: int, w: int, window: int, shift: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`build_shift_mask`, memoised per resolution/device/dtype (small LRU)."""
+    key = (h, w, window, shift, str(device), dtype)
+    mask = _SHIFT_MASK_CACHE.get(key)
+    if mask is None:
+        mask = build_shift_mask(h, w, window, shift, device).to(dtype)
+        _SHIFT_MASK_CACHE[key] = mask
+        while len(_SHIFT_MASK_CACHE) > _SHIFT_MASK_CACHE_SIZE:
+            _SHIFT_MASK_CACHE.popitem(last=False)
+    else:
+        _SHIFT_MASK_CACHE.move_to_end(key)
+    return mask
+
+
+def clear_caches() -> None:
+    """Drop the memoised shift masks (e.g. to free memory)."""
+    _SHIFT_MASK_CACHE.clear()
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows with a learned relative-position bias."""
+
+    def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.window = window
+        self.num_heads = num_heads
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=True)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self._bias_cache: Optional[tuple[tuple, torch.Tensor]] = None
+
+    def position_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """``(heads, N, N)`` bias; cached while the table is unchanged and no gradient is needed."""
+        table = self.relative_position_bias_table
+        n = self.window * self.window
+        cacheable = not (torch.is_grad_enabled() and table.requires_grad)
+        # inference tensors (weights loaded under inference_mode, as in ComfyUI) have no version
+        # counter; they cannot be updated by an optimiser, so their storage identifies them
+        version = -1 if table.is_inference() else table._version
+        key = (version, table.data_ptr(), table.device, dtype)
+        if cacheable and self._bias_cache is not None and self._bias_cache[0] == key:
+            return self._bias_cache[1]
+        index = self.relative_position_index.to(table.device).view(-1)
+        bias = table[index].view(n, n, self.num_heads).permute(2, 0, 1).contiguous().to(dtype)
+        if cacheable:
+            self._bias_cache = (key, bias)
+        return bias
+
+    def _apply(self, fn, recurse=True):  # device/dtype moves invalidate the cached bias
+        self._bias_cache = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """x: ``(B, nW, N, C)``; shift_mask: ``(nW, N, N)`` or None."""
+        b, nw, n, c = x.shape
+        hd = c // self.num_heads
+        qkv = self.qkv(x).view(b, nw, n, 3, self.num_heads, hd).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.unbind(0)  # each (B, nW, heads, N, hd)
+        mask = self.position_bias(x.dtype)
+        if shift_mask is not None:
+            mask = mask.unsqueeze(0) + shift_mask.unsqueeze(1)  # (nW, heads, N, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(2, 3).reshape(b, nw, n, c)
+        return self.proj(out)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm Swin block; odd blocks use a cyclic shift of half a window.
+
+    ``attn_mask`` is kept as a buffer (computed for a 32x32 input) only so the
+    state-dict layout matches the published checkpoint; the forward pass uses
+    masks built for the actual resolution.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int, shifted: bool, mlp_ratio: float, qkv_bias: bool,
+                 layout_size: int = 32) -> None:
+        super().__init__()
+        self.window = window
+        self.shift = window // 2 if shifted else 0
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        if self.shift:
+            size = max(layout_size, window)
+            self.register_buffer("attn_mask", build_shift_mask(size, size, window, self.shift), persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(B, H, W, C)`` with H, W multiples of the window."""
+        b, h, w, c = x.shape
+        y = self.norm1(x)
+        mask = None
+        if self.shift:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+            mask = cached_shift_mask(h, w, self.window, self.shift, x.device, x.dtype)
+        y = self.attn(window_partition(y, self.window), mask)
+        y = window_merge(y, self.window, h, w)
+        if self.shift:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class BlockGroup(nn.Module):
+    """A sequence of Swin blocks (``residual_group`` in the checkpoint)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, qkv_bias: bool) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window, shifted=bool(i % 2), mlp_ratio=mlp_ratio, qkv_bias=qkv_bias)
+            for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin transformer block: blocks, a 3x3 conv, and a skip."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window: int, mlp_ratio: float, qkv_bias: bool) -> None:
+        super().__init__()
+        self.residual_group = BlockGroup(dim, depth, num_heads, window, mlp_ratio, qkv_bias)
+        self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(B, H, W, C)``."""
+        y = self.residual_group(x).permute(0, 3, 1, 2)
+        y = self.conv(y).permute(0, 2, 3, 1)
+        return y + x

@@ -1,0 +1,128 @@
+"""LUA Latent Upscale nodes."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+import comfy.model_management as mm
+import comfy.utils
+
+from ..lua_core.api import choose_head, target_size, upscale
+from .model_wrapper import ManagedLUAModel
+
+TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fits in memory, otherwise the largest "
+                "tile that does). Smaller tiles use less memory.")
+OVERLAP_TOOLTIP = "Overlap between neighbouring tiles in latent pixels; overlaps are feather-blended to hide seams."
+
+
+def _check_latent_dict(samples: Any) -> torch.Tensor:
+    if not isinstance(samples, dict) or "samples" not in samples:
+        raise ValueError("LUA Latent Upscale: the LATENT input has no 'samples' tensor")
+    x = samples["samples"]
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"LUA Latent Upscale: LATENT 'samples' must be a tensor, got {type(x).__name__}")
+    if x.ndim in (4, 5) and x.shape[0] == 0:
+        raise ValueError("LUA Latent Upscale: the LATENT batch is empty (0 images)")
+    return x
+
+
+def _resize_mask(mask: torch.Tensor, sh: float, sw: float) -> torch.Tensor:
+    """Resize a noise mask's last two dims by the latent's scale factors."""
+    h, w = mask.shape[-2:]
+    size = (max(1, round(h * sh)), max(1, round(w * sw)))
+    flat = mask.reshape(-1, 1, h, w).float()
+    out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return out.reshape(*mask.shape[:-2], *size).to(mask.dtype)
+
+
+def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float], size: Optional[tuple[int, int]],
+                tile_size: int, tile_overlap: int) -> dict:
+    """Shared body of both nodes: validate, load via model management, upscale with progress and cancel."""
+    x = _check_latent_dict(samples)
+    model = lua_model.model
+    h, w = x.shape[-2:]
+    th, tw = target_size(h, w, scale, size)
+    head = choose_head(model.scales, max(th / max(h, 1), tw / max(w, 1)))
+    lua_model.load(latent_pixels=int(x.shape[0]) * h * w * model.family.pack ** 2, scale=head)
+    bar = comfy.utils.ProgressBar(1)
+
+    def progress(done: int, total: int) -> None:
+        bar.update_absolute(done, total)
+
+    def cancel() -> bool:
+        mm.throw_exception_if_processing_interrupted()
+        return False
+
+    device = lua_model.patcher.load_device
+    # on a GPU ComfyUI knows the free memory; on the CPU the core's capped default keeps RSS bounded
+    budget = int(mm.get_free_memory(device) * 0.6) if tile_size == 0 and device.type != "cpu" else None
+    out = upscale(model, x, size=(th, tw), tile_size=tile_size or None, tile_overlap=tile_overlap,
+                  memory_budget=budget, progress=progress, cancel=cancel)
+    result = dict(samples)
+    result["samples"] = out
+    if isinstance(samples.get("noise_mask"), torch.Tensor):
+        result["noise_mask"] = _resize_mask(samples["noise_mask"], th / h, tw / w)
+    return result
+
+
+class LUALatentUpscale:
+    DESCRIPTION = ("Upscales a LATENT with a Latent Upscaler Adapter before VAE Decode: the x2/x4 head closest "
+                   "above the factor runs and the result is resized to the exact size. Place it between KSampler "
+                   "and VAE Decode; the latent must come from the adapter's model family.")
+    CATEGORY = "latent/LUA"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The upscaled latent (batch_index kept, noise_mask resized).",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lua_model": ("LUA_MODEL", {"tooltip": "Adapter from Load LUA Model."}),
+                "samples": ("LATENT", {"tooltip": "Latent to upscale (e.g. from KSampler or VAE Encode)."}),
+                "scale_by": ("FLOAT", {"default": 2.0, "min": 1.0, "max": 4.0, "step": 0.05,
+                                       "tooltip": "Upscale factor. 2 and 4 use a head directly; other factors run "
+                                                  "the next larger head and resize."}),
+                "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
+                "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
+            }
+        }
+
+    def upscale(self, lua_model, samples, scale_by: float, tile_size: int = 0, tile_overlap: int = 16):
+        return (run_upscale(lua_model, samples, scale_by, None, tile_size, tile_overlap),)
+
+
+class LUALatentUpscaleToSize:
+    DESCRIPTION = ("Upscales a LATENT with a Latent Upscaler Adapter to an exact image size in pixels "
+                   "(0 for one side keeps the aspect ratio).")
+    CATEGORY = "latent/LUA"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The upscaled latent.",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lua_model": ("LUA_MODEL", {"tooltip": "Adapter from Load LUA Model."}),
+                "samples": ("LATENT", {"tooltip": "Latent to upscale."}),
+                "width": ("INT", {"default": 2048, "min": 0, "max": 16384, "step": 8,
+                                  "tooltip": "Target image width in pixels (0 = from height, keeping aspect)."}),
+                "height": ("INT", {"default": 2048, "min": 0, "max": 16384, "step": 8,
+                                   "tooltip": "Target image height in pixels (0 = from width, keeping aspect)."}),
+                "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
+                "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
+            }
+        }
+
+    def upscale(self, lua_model, samples, width: int, height: int, tile_size: int = 0, tile_overlap: int = 16):
+        x = _check_latent_dict(samples)
+        down = lua_model.model.family.comfy_downscale
+        h, w = x.shape[-2:]
+        if width <= 0 and height <= 0:
+            raise ValueError("LUA Latent Upscale To Size: width and height cannot both be 0")
+        th = height // down if height > 0 else round(h * (width // down) / w)
+        tw = width // down if width > 0 else round(w * (height // down) / h)
+        return (run_upscale(lua_model, samples, None, (max(th, 1), max(tw, 1)), tile_size, tile_overlap),)

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: installs what it needs (venv, a real ComfyUI 0.3.75), then runs every test.
+#   bash scripts/run_tests.sh [pytest args...]
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/setup_env.sh
+bash scripts/setup_comfyui.sh >/dev/null
+export LUA_COMFYUI_DIR="$REPO/.cache/comfyui/ComfyUI"
+exec "$REPO/.venv/bin/python" -m pytest -q -ra --durations=15 "$@"
