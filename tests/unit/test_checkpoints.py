@@ -172,6 +172,9 @@ def test_export_round_trip(tmp_path):
         expected = net(z, 4)
     assert (lua_core.upscale(model, z, 4) - expected).abs().max() < 1e-2 * expected.abs().max()
     assert not list(tmp_path.glob(".*.part"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by a ComfyUI running as another user
 
 
 def test_export_refuses_wrong_family_width(tmp_path):

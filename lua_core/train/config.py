@@ -1,0 +1,212 @@
+"""Training configuration: JSON files in ``configs/train`` parsed into dataclasses.
+
+Every loss weight, schedule figure and data setting is a config value.  Paths may
+use ``${shared}`` (``$LUA_SHARED_DIR`` or ``<repo>/../shared``) and ``${repo}``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from ..families import LatentFamily, get_family
+from ..model.config import LUAConfig, preset
+from ..tae import shared_dir
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+LOSS_TERMS = ("latent_l1", "latent_fft", "pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle")
+PIXEL_TERMS = ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle")
+
+
+def expand_path(text: Optional[str]) -> Optional[Path]:
+    """Expand ``${shared}``/``${repo}``/``~`` in a path string."""
+    if text is None:
+        return None
+    text = str(text).replace("${shared}", str(shared_dir())).replace("${repo}", str(REPO))
+    return Path(text).expanduser()
+
+
+@dataclass
+class StageConfig:
+    """One curriculum stage (paper: I latent, II joint latent-pixel, III pixel/edge)."""
+
+    name: str
+    steps: int
+    batch_size: int = 4                      # global batch (split over DDP ranks)
+    crop: Optional[int] = None               # HR sub-crop in px (multiple of 8*max scale); None = data.crop
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.995)
+    weight_decay: float = 0.0
+    milestones: tuple[float, ...] = (0.5, 0.75, 0.9)   # fractions of the stage
+    gamma: float = 0.5
+    both_heads_frac: float = 0.75           # supervise every head for this fraction of the stage, then one at random
+    weights: dict[str, float] = field(default_factory=lambda: {"latent_l1": 1.0, "latent_fft": 0.1})
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.milestones = tuple(float(m) for m in self.milestones)
+        unknown = sorted(set(self.weights) - set(LOSS_TERMS))
+        if unknown:
+            raise ValueError(f"stage {self.name!r}: unknown loss terms {unknown}; known: {list(LOSS_TERMS)}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"stage {self.name!r}: steps must be >= 0 and batch_size >= 1")
+
+    @property
+    def needs_pixels(self) -> bool:
+        return any(self.weights.get(k, 0.0) for k in PIXEL_TERMS)
+
+
+@dataclass
+class DataConfig:
+    train_dir: str = "${shared}/data/train"
+    val_dir: str = "${shared}/data/val"
+    crop: int = 256                 # HR crop (px) of the largest scale
+    num_samples: int = 1000         # cached crops (each a random image, crop, flip/rotation)
+    augment: bool = True
+    cache: bool = True              # False: encode every batch on the fly (same samples)
+    cache_dir: str = "${repo}/.cache/latents"
+    shard_size: int = 128
+    store_pixels: Optional[bool] = None   # None: when a stage has pixel terms
+    encode_batch: int = 8
+    val_images: int = 4
+    val_crop: int = 256
+    max_images: Optional[int] = None
+
+
+@dataclass
+class LossConfig:
+    latent_space: str = "normalized"  # "normalized": (raw - shift) * scale (TAE units), or "raw"
+    fft_norm: str = "ortho"
+    hf_sigma: float = 1.0
+    hf_kernel: int = 5
+    down_factor: Optional[dict[str, int]] = None  # per scale; None: d = scale
+    eagle_patch: int = 3
+    eagle_cutoff: float = 0.5
+
+    def down_for(self, scale: int) -> int:
+        if self.down_factor and str(scale) in self.down_factor:
+            return int(self.down_factor[str(scale)])
+        return int(scale)
+
+
+@dataclass
+class OptimConfig:
+    grad_clip: float = 0.4
+    ema_decay: float = 0.999
+    ema_warmup: bool = True   # decay_t = min(decay, (1 + t) / (10 + t)) so short runs are not all init
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"
+    amp: str = "auto"          # auto: bf16 autocast on CUDA, off elsewhere; "bf16" / "none"
+    compile: bool = False
+    threads: int = 0           # torch.set_num_threads; 0 leaves the default
+
+
+@dataclass
+class CheckpointConfig:
+    out_dir: Optional[str] = None     # default ${repo}/.cache/train_runs/<name>
+    every: int = 200                  # global steps between training-state checkpoints
+    val_every: int = 0                # 0: only at stage ends
+    log_every: int = 10
+    export: Optional[str] = None      # exported .safetensors name (in out_dir); default <name>.safetensors
+    export_dtype: str = "fp16"
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    family: str
+    stages: list[StageConfig]
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "light"})
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    init_from: Optional[str] = None   # cross-VAE transfer / fine-tune start (a LUA checkpoint)
+
+    @property
+    def fam(self) -> LatentFamily:
+        return get_family(self.family)
+
+    def model_config(self) -> LUAConfig:
+        """The preset with the family's width and normalisation (scale/shift), plus overrides."""
+        fam = self.fam
+        base = preset(self.model.get("preset", "light"))
+        overrides = dict(self.model.get("overrides", {}))
+        cfg = base.replace(in_chans=fam.model_channels, in_scale=fam.scale_factor, in_shift=fam.shift_factor)
+        return cfg.replace(**overrides) if overrides else cfg
+
+    def out_dir(self) -> Path:
+        return expand_path(self.checkpoint.out_dir) or REPO / ".cache" / "train_runs" / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the training result (not runtime/checkpoint settings such as threads)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("runtime", "checkpoint", "name")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    return cls(**dict(data))
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a dict (as read from JSON), checking every key."""
+    data = copy.deepcopy(dict(data))
+    if overrides:
+        data = _merge(data, overrides)
+    for key in ("name", "family", "stages"):
+        if key not in data:
+            raise ValueError(f"training config needs {key!r}")
+    data.pop("comment", None)
+    stages = [_build(StageConfig, s, f"stage {i}") for i, s in enumerate(data.pop("stages"))]
+    parts = {
+        "data": DataConfig, "loss": LossConfig, "optim": OptimConfig, "runtime": RuntimeConfig,
+        "checkpoint": CheckpointConfig,
+    }
+    for key, cls in parts.items():
+        if key in data:
+            data[key] = _build(cls, data[key], key)
+    cfg = _build(TrainConfig, {**data, "stages": stages}, "config")
+    get_family(cfg.family)
+    mc = cfg.model_config()
+    unit = 8 * max(mc.scales)
+    crops = [cfg.data.crop] + [s.crop for s in stages if s.crop]
+    for c in crops:
+        if c % unit or c > cfg.data.crop:
+            raise ValueError(f"crop {c} must be a multiple of {unit} (8 x largest scale) and <= data.crop {cfg.data.crop}")
+    if cfg.data.val_crop % unit:
+        raise ValueError(f"data.val_crop {cfg.data.val_crop} must be a multiple of {unit}")
+    return cfg
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """Read a JSON training config."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON: {exc}") from exc
+    return config_from_dict(data, overrides)

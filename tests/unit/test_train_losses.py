@@ -1,0 +1,109 @@
+"""Curriculum losses on hand-computed cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lua_core.train import losses as L
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP with 2 threads can be 10-100x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_fft_l1_constant_and_impulse():
+    # ortho FFT of a constant c on 4x4: DC = 16c / 4 = 4c, other bins 0 -> mean |.| = 4c / 16
+    a = torch.full((1, 1, 4, 4), 2.0)
+    assert L.fft_l1(a, torch.zeros_like(a)).item() == pytest.approx(0.5)
+    # an impulse has a flat spectrum of 1 / sqrt(16) = 0.25
+    d = torch.zeros(1, 1, 4, 4)
+    d[..., 0, 0] = 1
+    assert L.fft_l1(d, torch.zeros_like(d)).item() == pytest.approx(0.25)
+    # the magnitude ignores a circular shift; the plain L1 does not
+    assert L.fft_l1(d, torch.roll(d, (1, 2), (-2, -1))).item() == pytest.approx(0.0, abs=1e-7)
+    assert L.l1(d, torch.roll(d, 1, -1)).item() == pytest.approx(2 / 16)
+
+
+def test_gaussian_kernel_and_hf_term_on_impulse():
+    k = L.gaussian_kernel1d(1.0, 5)
+    e1, e2 = math.exp(-0.5), math.exp(-2.0)
+    g0 = 1 / (1 + 2 * e1 + 2 * e2)
+    assert k.tolist() == pytest.approx([e2 * g0, e1 * g0, g0, e1 * g0, e2 * g0])
+    assert L.gaussian_center_weight() == pytest.approx(g0)
+    # impulse in the middle of 9x9: residual 1 - g0^2 at the centre, -g_i g_j around (sum 1 - g0^2)
+    x = torch.zeros(1, 1, 9, 9)
+    x[..., 4, 4] = 1
+    assert L.high_freq_l1(x, torch.zeros_like(x)).item() == pytest.approx(2 * (1 - g0 ** 2) / 81, rel=1e-5)
+    # constants of any level have no high frequencies
+    assert L.high_freq_l1(torch.full((1, 3, 8, 8), 0.9), torch.zeros(1, 3, 8, 8)).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_downsample_term():
+    a, b = torch.full((1, 3, 16, 16), 0.75), torch.full((1, 3, 16, 16), 0.25)
+    assert L.down_l1(a, b, 2).item() == pytest.approx(0.5, abs=1e-6)
+    assert L.downsample(a, 4).shape == (1, 3, 4, 4)
+    # a one-pixel checkerboard is (almost) removed by the anti-aliased downsample; plain L1 sees all of it
+    ii, jj = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    cb = ((ii + jj) % 2).float().view(1, 1, 32, 32)
+    flat = torch.full_like(cb, 0.5)
+    assert L.l1(cb, flat).item() == pytest.approx(0.5)
+    assert L.down_l1(cb, flat, 2).item() < 0.1
+
+
+def test_scharr_and_patch_variance_by_hand():
+    # Y = j^2 along x: Scharr x = 16 * (Y[j+1] - Y[j-1]) = 64 j at centres j = 1, 2, 3
+    y = (torch.arange(5.0) ** 2).view(1, 1, 1, 5).expand(1, 1, 5, 5)
+    gx, gy = L.scharr_gradients(y)
+    assert gx[0, 0].tolist() == [[64.0, 128.0, 192.0]] * 3
+    assert gy.abs().max().item() == 0
+    v = L.patch_variance(gx, 3)
+    assert v.shape == (1, 1, 1, 1)
+    assert v.item() == pytest.approx(64 ** 2 * 2 / 3)
+
+
+def test_highpass_weight_and_eagle_from_maps():
+    w = L.highpass_weight(4, 4, 0.5)
+    assert w[0, 0].item() == 0.0
+    assert w[2, 0].item() == pytest.approx(1 - math.exp(-0.25 / 0.5))  # u = -0.5
+    assert w[1, 1].item() == pytest.approx(1 - math.exp(-(0.0625 + 0.0625) / 0.5))
+    # a unit impulse map has |FFT| = 1 everywhere: the loss is the mean weight
+    va = torch.zeros(1, 1, 4, 4)
+    va[..., 0, 0] = 1
+    freqs = [0, 0.25, -0.5, -0.25]
+    expected = sum(1 - math.exp(-(u * u + v * v) / 0.5) for u in freqs for v in freqs) / 16
+    assert L.eagle_from_maps(va, torch.zeros_like(va)).item() == pytest.approx(expected, rel=1e-6)
+    # a uniform variance offset only moves the DC bin, which the high-pass weight removes
+    assert L.eagle_from_maps(torch.full((1, 1, 4, 4), 3.0), torch.zeros(1, 1, 4, 4)).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_eagle_loss_on_patterns():
+    flat = torch.full((1, 3, 20, 20), 0.5)
+    assert L.eagle_loss(flat, torch.full_like(flat, 0.2)).item() == 0.0  # no gradients at all
+    ii, jj = torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij")
+    stripes = ((jj // 2) % 2).float().expand(1, 3, 20, 20)
+    assert L.eagle_loss(stripes, stripes).item() == 0.0
+    blob = torch.exp(-((ii - 9.5) ** 2 + (jj - 9.5) ** 2) / 18).expand(1, 3, 20, 20)
+    assert L.eagle_loss(blob, flat).item() > 0
+    # the luma is what counts: swapping colour channels of a grey image changes nothing
+    assert L.luminance(torch.ones(1, 3, 2, 2)).flatten().tolist() == pytest.approx([1.0] * 4)
+
+
+def test_stage_loss_weights_and_errors():
+    a, b = torch.ones(1, 4, 4, 4), torch.zeros(1, 4, 4, 4)
+    total, terms = L.stage_loss({"latent_l1": 2.0, "latent_fft": 0.0}, a, b, None, None, scale=2, down_factor=2)
+    assert terms == {"latent_l1": 1.0}
+    assert total.item() == pytest.approx(2.0)
+    img = torch.zeros(1, 3, 8, 8)
+    total, terms = L.stage_loss({"pix_l1": 10.0}, a, b, img + 0.1, img, scale=2, down_factor=2)
+    assert total.item() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        L.stage_loss({"pix_l1": 1.0}, a, b, None, None, scale=2, down_factor=2)
+    with pytest.raises(ValueError):
+        L.stage_loss({}, a, b, None, None, scale=2, down_factor=2)
