@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 from ..families import LatentFamily, get_family
 from ..model.config import LUAConfig, preset
 from ..tae import shared_dir
+from .vae_backends import VAEConfig
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -76,6 +77,12 @@ class DataConfig:
     val_images: int = 4
     val_crop: int = 256
     max_images: Optional[int] = None
+    # the frozen autoencoder: None = the family's tiny autoencoder; else {"backend": "tae" | "comfy" |
+    # "diffusers", "path": ..., "dtype": "fp32", "hash": "stat" | "sha256", ...} (see vae_backends.VAEConfig)
+    vae: Optional[VAEConfig] = None
+
+    def __post_init__(self) -> None:
+        self.vae = VAEConfig.from_value(self.vae)
 
 
 @dataclass
@@ -154,6 +161,8 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Hash of what defines the training result (not runtime/checkpoint settings such as threads)."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("runtime", "checkpoint", "name")}
+        if self.data.vae is None or self.data.vae.is_default:
+            d["data"].pop("vae", None)  # configs without data.vae keep the fingerprint they always had
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -192,6 +201,15 @@ def config_from_dict(data: Mapping[str, Any], overrides: Optional[Mapping[str, A
             raise ValueError(f"crop {c} must be a multiple of {unit} (8 x largest scale) and <= data.crop {cfg.data.crop}")
     if cfg.data.val_crop % unit:
         raise ValueError(f"data.val_crop {cfg.data.val_crop} must be a multiple of {unit}")
+    vae = cfg.data.vae
+    fam = cfg.fam
+    if vae is not None and vae.backend != "tae" and fam.pack > 1:
+        # the full VAE encodes/decodes ComfyUI's packed latent: every LR image a whole number of packed cells
+        punit = unit * fam.pack
+        for what, c in (("data.crop", cfg.data.crop), ("data.val_crop", cfg.data.val_crop)):
+            if c % punit:
+                raise ValueError(f"{what} {c} must be a multiple of {punit} with the {fam.label} {vae.backend} VAE "
+                                 f"(its latent is packed {fam.pack}x{fam.pack} at 1/{fam.comfy_downscale})")
     return cfg
 
 

@@ -1,4 +1,7 @@
-"""Training pairs: random HR crops, bicubic anti-aliased LR, both through the frozen TAE encoder.
+"""Training pairs: random HR crops, bicubic anti-aliased LR, both through the frozen encoder.
+
+The encoder is the family's tiny autoencoder or a full VAE (``vae_backends``): anything with
+``encode_raw(img) -> raw latent`` (network layout) and parameters on its device.
 
 Sample ``i`` of a data set is a pure function of ``(seed, i)`` (which image,
 where to crop, which flip/rotation), so the on-disk cache, on-the-fly encoding
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..tae import TinyAutoencoder
+from .vae_backends import VAEBackend
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -78,10 +82,10 @@ class CropSpec:
 
 
 class PairMaker:
-    """Makes samples ``i`` (crop -> augment -> LR pyramid -> TAE latents)."""
+    """Makes samples ``i`` (crop -> augment -> LR pyramid -> raw latents of the frozen encoder)."""
 
-    def __init__(self, images: Sequence[Path], tae: TinyAutoencoder, crop: int, scales: Sequence[int], seed: int,
-                 augment: bool = True, store_pixels: bool = True) -> None:
+    def __init__(self, images: Sequence[Path], tae: TinyAutoencoder | VAEBackend, crop: int, scales: Sequence[int],
+                 seed: int, augment: bool = True, store_pixels: bool = True) -> None:
         self.images = list(images)
         self.tae = tae
         self.crop = crop
@@ -135,7 +139,7 @@ class PairMaker:
     def encode(self, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """HR crops ``(B, 3, c, c)`` -> ``{"lr": input latent, "t<s>": target latents, ["pix": uint8]}`` (raw latents)."""
         m = self.max_scale
-        dev = next(self.tae.parameters()).device
+        dev = self.tae.device if isinstance(self.tae, VAEBackend) else next(self.tae.parameters()).device
         hr = hr.to(dev)
         out = {"lr": self.tae.encode_raw(bicubic_down(hr, m)).float().cpu()}
         for s in self.scales:

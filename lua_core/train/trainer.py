@@ -16,7 +16,6 @@ from ..api import resolve_device
 from ..checkpoints.export import save_checkpoint
 from ..checkpoints.formats import config_from_metadata, infer_config, is_recomputable, read_checkpoint
 from ..model.network import LUANet
-from ..tae import load_tae
 from . import ddp
 from .config import TrainConfig, expand_path
 from .data import (LatentCache, PairMaker, SampleSource, progress_bar, batch_indices, bicubic_down, list_images, rank_slice,
@@ -26,6 +25,7 @@ from .losses import stage_loss
 from .metrics import MetricsLog, plot_losses
 from .schedule import choose_heads, make_optimizer
 from .validate import Validator, pick_val_images
+from .vae_backends import VAEBackend, load_vae
 
 STATE_VERSION = 1
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -121,7 +121,11 @@ class Trainer:
                      f"re-initialised {self.transfer['replaced']}")
         self.net.train()
         self.ema = EMA(self.net, cfg.optim.ema_decay, cfg.optim.ema_warmup)
-        self.tae = load_tae(self.fam, device=self.device)
+        # the frozen autoencoder (tiny autoencoder, or the family's full VAE via ComfyUI / diffusers)
+        self.vae: VAEBackend = load_vae(self.fam, cfg.data.vae, device=self.device)
+        self.tae = self.vae  # the name earlier code used
+        if cfg.data.vae is not None and not cfg.data.vae.is_default:
+            self.log(f"autoencoder: {self.vae.describe()}")
         self.heads = Heads(self.net)
         module: nn.Module = torch.compile(self.heads) if rt.compile else self.heads
         if self.dist.enabled:
@@ -160,17 +164,27 @@ class Trainer:
         return bool(sp) if sp is not None else any(s.needs_pixels for s in self.cfg.stages)
 
     # ------------------------------------------------------------------ data
+    def cache_key(self, images: list[Path], root: Path) -> dict[str, Any]:
+        """What defines the cached samples.  The autoencoder's identity (file, size, mtime or sha256) is
+        included unless it is the default tiny autoencoder, whose caches keep their original key."""
+        d = self.cfg.data
+        key = {"version": 1, "family": self.fam.name, "tae": self.vae.name, "crop": d.crop, "scales": list(self.scales),
+               "seed": self.cfg.seed, "augment": d.augment, "num_samples": d.num_samples, "pixels": self.store_pixels,
+               "root": str(root), "images": [str(p.relative_to(root)) for p in images]}
+        ident = self.vae.identity()
+        if ident is not None:
+            key["vae"] = ident
+        return key
+
     def prepare_data(self) -> None:
         """Build (this rank's share of) the latent cache, wait for the others, load it."""
         d = self.cfg.data
         images = list_images(expand_path(d.train_dir), d.max_images)
         root = expand_path(d.train_dir)
-        maker = PairMaker(images, self.tae, d.crop, self.scales, self.cfg.seed, d.augment, self.store_pixels)
+        maker = PairMaker(images, self.vae, d.crop, self.scales, self.cfg.seed, d.augment, self.store_pixels)
         cache_data = None
         if d.cache:
-            key = {"version": 1, "family": self.fam.name, "tae": self.tae.name, "crop": d.crop, "scales": list(self.scales),
-                   "seed": self.cfg.seed, "augment": d.augment, "num_samples": d.num_samples, "pixels": self.store_pixels,
-                   "root": str(root), "images": [str(p.relative_to(root)) for p in images]}
+            key = self.cache_key(images, root)
             cache = LatentCache(expand_path(d.cache_dir), key, d.num_samples, d.shard_size)
             missing = cache.missing_shards()
             mine = [k for k in missing if k % self.dist.world_size == self.dist.rank]
@@ -193,7 +207,7 @@ class Trainer:
         d = self.cfg.data
         if self.is_main and d.val_images > 0 and self.validator is None:
             vals = pick_val_images(expand_path(d.val_dir), d.val_images)
-            self.validator = Validator(vals, self.tae, self.scales, d.val_crop, self.normalize, self.device)
+            self.validator = Validator(vals, self.vae, self.scales, d.val_crop, self.normalize, self.device)
 
     # ------------------------------------------------------------------ state
     @property
@@ -270,7 +284,7 @@ class Trainer:
             img = hr = None
             if st.needs_pixels:
                 with self.autocast():
-                    img = self.tae.decode_raw(pred)
+                    img = self.vae.decode_raw(pred)  # differentiable through the frozen decoder
                 img = img.float()
                 hr = bicubic_down(batch["pix"].to(self.device).float() / 255, m // s)
             lc = cfg.loss
@@ -390,7 +404,9 @@ class Trainer:
         last_val = next((v for v in reversed(self.val_history)), None)
         done = [s for i, s in enumerate(cfg.stages) if i < self.stage_idx]
         training = {
-            "config": cfg.name, "seed": cfg.seed, "tae": self.tae.name, "world_size": self.dist.world_size,
+            "config": cfg.name, "seed": cfg.seed, "tae": self.vae.name,
+            "vae": {k: v for k, v in self.vae.describe().items() if k != "path"},  # no local paths in the file
+            "world_size": self.dist.world_size,
             "global_steps": self.global_step,
             "data": {"train_dir": str(d.train_dir), "num_images": getattr(self, "num_images", None),
                      "num_samples": d.num_samples, "crop": d.crop, "augment": d.augment},

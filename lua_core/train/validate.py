@@ -1,4 +1,8 @@
-"""Validation: PSNR of the decoded LUA output against the HR image, with bicubic baselines and latent L1."""
+"""Validation: PSNR of the decoded LUA output against the HR image, with bicubic baselines and latent L1.
+
+Encoding and decoding use the run's frozen autoencoder (tiny autoencoder or full VAE); ``psnr_tae``
+is that autoencoder's round trip (the ceiling), whichever backend it is.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +13,7 @@ import torch.nn.functional as F
 
 from ..tae import TinyAutoencoder, psnr
 from .data import bicubic_down, list_images, load_image
+from .vae_backends import VAEBackend
 
 
 def pick_val_images(folder: str | Path, count: int) -> list[Path]:
@@ -27,9 +32,9 @@ def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Validator:
-    """Fixed centre crops; baselines (TAE round trip, latent bicubic, pixel bicubic) computed once."""
+    """Fixed centre crops; baselines (autoencoder round trip, latent bicubic, pixel bicubic) computed once."""
 
-    def __init__(self, images: Sequence[Path], tae: TinyAutoencoder, scales: Sequence[int], crop: int,
+    def __init__(self, images: Sequence[Path], tae: TinyAutoencoder | VAEBackend, scales: Sequence[int], crop: int,
                  normalize=None, device: Optional[torch.device] = None) -> None:
         self.tae = tae
         self.scales = tuple(scales)

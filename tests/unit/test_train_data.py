@@ -180,6 +180,9 @@ def test_shipped_configs_parse_with_family_normalisation(path):
     assert cfg.model_config() == (expected.replace(**overrides) if overrides else expected)
     if cfg.name.endswith("_light"):
         assert not overrides
+    if cfg.init_from:  # a fine-tune continues an adapter with the pixel stage alone
+        assert [s.name for s in cfg.stages] == ["pixel"] and cfg.stages[0].betas == (0.9, 0.99)
+        return
     assert [s.name for s in cfg.stages] == ["latent", "joint", "pixel"]
     assert cfg.stages[0].weights == {"latent_l1": 1.0, "latent_fft": 0.1}
     assert cfg.stages[2].betas == (0.9, 0.99)
