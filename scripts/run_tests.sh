@@ -6,5 +6,6 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 bash scripts/setup_env.sh
 bash scripts/setup_comfyui.sh >/dev/null
+bash scripts/setup_browser.sh
 export LUA_COMFYUI_DIR="$REPO/.cache/comfyui/ComfyUI"
 exec "$REPO/.venv/bin/python" -m pytest -q -ra --durations=15 "$@"
