@@ -6,6 +6,7 @@ model's family (raw values; ``[B, C, H, W]`` or video ``[B, C, T, H, W]``).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from .checkpoints.formats import (CheckpointError, config_from_metadata, infer_config, json_metadata, load_into,
-                                  read_checkpoint, METADATA_PREFIX)
+from .checkpoints.formats import (CheckpointError, check_build_cost, config_from_metadata, infer_config,
+                                  inference_sources, json_metadata, load_into, read_checkpoint, METADATA_PREFIX,
+                                  RawCheckpoint)
 from .engine.runner import CancelFn, ProgressFn, run_network
 from .families import LatentFamily, get_family
+from .model.config import LUAConfig
 from .model.network import LUANet
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -101,25 +104,50 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device, N
     is FLUX.1); a file's own family metadata cannot be contradicted.
     """
     raw = read_checkpoint(path)
-    config = config_from_metadata(raw.metadata) or infer_config(raw.tensors)
-    stored_family = raw.metadata.get(METADATA_PREFIX + "family")
-    if stored_family and family and get_family(stored_family).name != get_family(family).name:
-        raise CheckpointError(f"{raw.path.name}: checkpoint is for family {stored_family!r}, not {family!r}")
-    fam_name = stored_family or family
-    if fam_name is None:
-        if config.in_chans != 16:
-            raise CheckpointError(f"{raw.path.name}: no family metadata; pass family= for a {config.in_chans}-channel model")
-        fam_name = "flux1"  # metadata-less 16-channel files are the published LUA-FLUX layout
-    fam = get_family(fam_name)
-    if fam.model_channels != config.in_chans:
-        raise CheckpointError(f"{raw.path.name}: a {fam.label} adapter needs {fam.model_channels} latent channels, "
-                              f"the weights have {config.in_chans}")
-    net = LUANet(config)
-    load_into(net, raw.tensors, raw.path.name)
+    name = raw.path.name
+    config = config_from_metadata(raw.metadata, name)
+    inferred = config is None
+    if inferred:
+        try:
+            config = infer_config(raw.tensors)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{name}: {exc}") from exc
+    try:
+        net, fam = _build(raw, config, family)
+    except CheckpointError as exc:
+        if not inferred:
+            raise
+        # without metadata the architecture came from a few tensors' shapes: name them, one may be the culprit
+        raise CheckpointError(f"{exc} (architecture inferred from {', '.join(inference_sources(raw.tensors))})") from exc
     net.eval().requires_grad_(False)
     dev = resolve_device(device)
     net.to(device=dev, dtype=resolve_dtype(dtype, dev))
     return LUAModel(net, fam, raw.path, raw.metadata)
+
+
+def _build(raw: RawCheckpoint, config: LUAConfig, family: Optional[str]) -> tuple[LUANet, LatentFamily]:
+    """Resolve the family, check the cost, build the network and load the tensors (CheckpointError naming the file)."""
+    name = raw.path.name
+    stored_family = raw.metadata.get(METADATA_PREFIX + "family")
+    try:
+        stored_fam = get_family(stored_family) if stored_family else None
+    except ValueError as exc:
+        raise CheckpointError(f"{name}: metadata field 'lua.family': {exc}") from exc
+    if stored_fam and family and stored_fam.name != get_family(family).name:
+        raise CheckpointError(f"{name}: checkpoint is for family {stored_family!r}, not {family!r}")
+    fam_name = stored_family or family
+    if fam_name is None:
+        if config.in_chans != 16:
+            raise CheckpointError(f"{name}: no family metadata; pass family= for a {config.in_chans}-channel model")
+        fam_name = "flux1"  # metadata-less 16-channel files are the published LUA-FLUX layout
+    fam = get_family(fam_name)
+    if fam.model_channels != config.in_chans:
+        raise CheckpointError(f"{name}: a {fam.label} adapter needs {fam.model_channels} latent channels, "
+                              f"the weights have {config.in_chans}")
+    check_build_cost(config, raw.tensors, name)  # before allocating: a crafted file cannot ask for gigabytes
+    net = LUANet(config)
+    load_into(net, raw.tensors, name)
+    return net, fam
 
 
 def validate_latent(model: LUAModel, latent: Any) -> torch.Tensor:
@@ -145,6 +173,9 @@ def validate_latent(model: LUAModel, latent: Any) -> torch.Tensor:
 def target_size(height: int, width: int, scale: Optional[float], size: Optional[tuple[int, int]]) -> tuple[int, int]:
     """Exact output size in latent units from a scale factor or an explicit ``(height, width)``."""
     if size is not None:
+        if (not isinstance(size, (tuple, list)) or len(size) != 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size)):
+            raise ValueError(f"size must be a (height, width) pair of integers in latent units, got {size!r}")
         th, tw = (int(v) for v in size)
     else:
         if scale is None or not math.isfinite(float(scale)) or float(scale) <= 0:
@@ -153,6 +184,17 @@ def target_size(height: int, width: int, scale: Optional[float], size: Optional[
     if th < height or tw < width:
         raise ValueError(f"target size {th}x{tw} is smaller than the latent {height}x{width}; LUA only upscales")
     return th, tw
+
+
+def _validate_options(tile_size: Any, tile_overlap: Any, memory_budget: Any) -> None:
+    """Type/range checks for the tiling options (ValueError naming the option)."""
+    for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap), ("memory_budget", memory_budget)):
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise ValueError(f"{name} must be an integer or None, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 def choose_head(scales: tuple[int, ...], ratio: float) -> int:
@@ -177,6 +219,7 @@ def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Op
     ``progress(done, total)``, ``cancel()`` (return True or raise to stop).
     """
     validate_latent(model, latent)
+    _validate_options(tile_size, tile_overlap, memory_budget)
     video = latent.ndim == 5
     x = latent
     if video:
@@ -184,10 +227,11 @@ def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Op
         x = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
     h, w = x.shape[-2:]
     th, tw = target_size(h, w, scale, size)
-    if x.shape[0] == 0 or (th, tw) == (h, w):
+    # the factor is checked even for an empty batch, so a call never passes or fails depending on the batch size
+    head = choose_head(model.scales, max(th / h, tw / w)) if (th, tw) != (h, w) else None
+    if x.shape[0] == 0 or head is None:
         out = x.new_empty(x.shape[0], x.shape[1], th, tw) if x.shape[0] == 0 else x.clone()
     else:
-        head = choose_head(model.scales, max(th / h, tw / w))
         stored = model.dtype
         compute = resolve_dtype(dtype, model.device) if dtype is not None else stored
         fam = model.family
@@ -205,6 +249,12 @@ def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Op
         if y.shape[-2:] != (mh, mw):
             y = F.interpolate(y.float(), size=(mh, mw), mode="area")
         out = fam.to_comfy(y).to(latent.device, latent.dtype)
+        if not torch.isfinite(out).all():
+            # finite input, non-finite output: values beyond what the compute or the latent's dtype can hold
+            peak = float(latent.abs().max())
+            raise ValueError(f"the upscaled latent contains NaN or Inf: the input's values (up to {peak:.3g}) are "
+                             f"out of range for {str(compute).replace('torch.', '')} compute and a "
+                             f"{str(latent.dtype).replace('torch.', '')} result (is this a raw latent? try fp32)")
     if video:
         out = out.reshape(b, t, c, th, tw).permute(0, 2, 1, 3, 4)
     return out.contiguous()

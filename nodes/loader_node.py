@@ -1,11 +1,14 @@
 """Load LUA Model node."""
 from __future__ import annotations
 
+import os
+
 import comfy.model_management as mm
 import comfy.utils
 
 from ..lua_core.api import load_model
 from ..lua_core.checkpoints.download import DownloadError, download_entry
+from ..lua_core.checkpoints.manifest import check_file
 from . import paths
 from .model_wrapper import ManagedLUAModel
 
@@ -37,6 +40,8 @@ class LUAModelLoader:
 
     def load(self, model_name: str, dtype: str = "auto"):
         path = paths.find_local(model_name)
+        if path is not None:
+            verify_against_manifest(model_name, path)
         if path is None:
             entry = paths.manifest_entry(model_name)
             if entry is None:
@@ -55,6 +60,30 @@ class LUAModelLoader:
         device = mm.get_torch_device()
         model = load_model(path, device="cpu", dtype=dtype if dtype != "auto" else _auto_dtype(device))
         return (ManagedLUAModel.wrap(model),)
+
+
+_VERIFIED: set[tuple] = set()
+
+
+def verify_against_manifest(model_name: str, path: str) -> None:
+    """Refuse a file on disk whose size or sha256 differs from its weights-manifest entry.
+
+    Files without an entry (or entries without size/sha256) are not checked. A file
+    that passed is remembered by path, size and mtime, so it is hashed once.
+    """
+    entry = paths.manifest_entry(model_name)
+    if entry is None or (entry.sha256 is None and entry.size is None):
+        return
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, entry.sha256, entry.size)
+    if key in _VERIFIED:
+        return
+    try:
+        check_file(path, sha256=entry.sha256, size=entry.size)
+    except ValueError as exc:
+        raise ValueError(f"LUA model {model_name!r} at {path} does not match the weights manifest ({exc}). "
+                         f"Delete it so it is downloaded again, or rename it to use it as your own checkpoint") from exc
+    _VERIFIED.add(key)
 
 
 def _auto_dtype(device) -> str:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import comfy.model_management as mm
 import comfy.utils
 
-from ..lua_core.api import choose_head, target_size, upscale
+from ..lua_core.api import LUAModel, choose_head, target_size, upscale, validate_latent
 from .model_wrapper import ManagedLUAModel
 
 TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fits in memory, otherwise the largest "
@@ -17,7 +17,8 @@ TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fit
 OVERLAP_TOOLTIP = "Overlap between neighbouring tiles in latent pixels; overlaps are feather-blended to hide seams."
 
 
-def _check_latent_dict(samples: Any) -> torch.Tensor:
+def _check_latent_dict(samples: Any, model: Optional[LUAModel] = None) -> torch.Tensor:
+    """The LATENT's ``samples`` tensor, checked (against ``model`` when given) before anything is loaded."""
     if not isinstance(samples, dict) or "samples" not in samples:
         raise ValueError("LUA Latent Upscale: the LATENT input has no 'samples' tensor")
     x = samples["samples"]
@@ -25,6 +26,12 @@ def _check_latent_dict(samples: Any) -> torch.Tensor:
         raise ValueError(f"LUA Latent Upscale: LATENT 'samples' must be a tensor, got {type(x).__name__}")
     if x.ndim in (4, 5) and x.shape[0] == 0:
         raise ValueError("LUA Latent Upscale: the LATENT batch is empty (0 images)")
+    if model is not None:
+        validate_latent(model, x)
+    mask = samples.get("noise_mask")
+    if isinstance(mask, torch.Tensor) and (mask.ndim < 2 or mask.shape[-1] < 1 or mask.shape[-2] < 1):
+        raise ValueError(f"LUA Latent Upscale: the LATENT 'noise_mask' must have at least 2 dimensions with a "
+                         f"non-empty height and width, got shape {tuple(mask.shape)}")
     return x
 
 
@@ -32,6 +39,8 @@ def _resize_mask(mask: torch.Tensor, sh: float, sw: float) -> torch.Tensor:
     """Resize a noise mask's last two dims by the latent's scale factors."""
     h, w = mask.shape[-2:]
     size = (max(1, round(h * sh)), max(1, round(w * sw)))
+    if mask.numel() == 0:  # an empty leading dimension: nothing to resample
+        return mask.new_zeros(*mask.shape[:-2], *size)
     flat = mask.reshape(-1, 1, h, w).float()
     out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
     return out.reshape(*mask.shape[:-2], *size).to(mask.dtype)
@@ -40,12 +49,13 @@ def _resize_mask(mask: torch.Tensor, sh: float, sw: float) -> torch.Tensor:
 def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float], size: Optional[tuple[int, int]],
                 tile_size: int, tile_overlap: int) -> dict:
     """Shared body of both nodes: validate, load via model management, upscale with progress and cancel."""
-    x = _check_latent_dict(samples)
     model = lua_model.model
+    x = _check_latent_dict(samples, model)
     h, w = x.shape[-2:]
     th, tw = target_size(h, w, scale, size)
-    head = choose_head(model.scales, max(th / max(h, 1), tw / max(w, 1)))
-    lua_model.load(latent_pixels=int(x.shape[0]) * h * w * model.family.pack ** 2, scale=head)
+    head = choose_head(model.scales, max(th / h, tw / w))
+    frames = int(x.shape[2]) if x.ndim == 5 else 1  # video latents run frame by frame as one batch
+    lua_model.load(latent_pixels=int(x.shape[0]) * frames * h * w * model.family.pack ** 2, scale=head)
     bar = comfy.utils.ProgressBar(1)
 
     def progress(done: int, total: int) -> None:
@@ -118,7 +128,7 @@ class LUALatentUpscaleToSize:
         }
 
     def upscale(self, lua_model, samples, width: int, height: int, tile_size: int = 0, tile_overlap: int = 16):
-        x = _check_latent_dict(samples)
+        x = _check_latent_dict(samples, lua_model.model)
         down = lua_model.model.family.comfy_downscale
         h, w = x.shape[-2:]
         if width <= 0 and height <= 0:

@@ -9,3 +9,41 @@ def tiny_config(channels: int = 16, **overrides) -> lua_core.LUAConfig:
     base = dict(in_chans=channels, embed_dim=24, depths=(2, 2), num_heads=(3, 3), window_size=8, head_num_feat=16)
     base.update(overrides)
     return lua_core.LIGHT_CONFIG.replace(**base)
+
+
+def import_comfy_pack() -> dict:
+    """Import ComfyUI's own modules (CPU mode) and this pack as package ``comfyui_lua``, in-process.
+
+    Same pattern as ``tests/integration/test_nodes_inprocess.py``; the ComfyUI tree is
+    ``$LUA_COMFYUI_DIR`` or the provisioned ``.cache/comfyui/ComfyUI`` (set up on demand).
+    Callers skip when ``LUA_SKIP_COMFY=1``.
+    """
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    from scripts.comfy_server import DEFAULT_COMFY_DIR
+
+    repo = Path(__file__).resolve().parent.parent
+    comfy_dir = Path(os.environ.get("LUA_COMFYUI_DIR") or DEFAULT_COMFY_DIR)
+    if not (comfy_dir / "folder_paths.py").is_file():
+        from tests.integration.conftest import _provision
+
+        comfy_dir = _provision()
+    if str(comfy_dir) not in sys.path:
+        sys.path.insert(0, str(comfy_dir))
+    from comfy.cli_args import args
+
+    args.cpu = True
+    import comfy.model_management as mm
+    import comfy.utils
+    import folder_paths
+
+    if "comfyui_lua" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("comfyui_lua", repo / "__init__.py",
+                                                      submodule_search_locations=[str(repo)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["comfyui_lua"] = module
+        spec.loader.exec_module(module)
+    return {"mm": mm, "utils": comfy.utils, "folder_paths": folder_paths, "pack": sys.modules["comfyui_lua"]}

@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -117,9 +118,30 @@ def download_file(url: str, dest_path: PathLike, *, sha256: Optional[str] = None
         if _verify_existing(url, dest, sha256, size):
             logger.info("LUA: %s was completed by another download", dest)
             return dest
+        _remove_stale_parts(dest)
         _fetch(url, dest, sha256=sha256, size=size, progress=progress, timeout=timeout,
                chunk_size=chunk_size, opener=opener)
     return dest
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Delete ``.{name}.*.part`` files left by a download that died (killed, power loss).
+
+    Only the lock holder writes temporary files for ``dest``, so while we hold the
+    lock any that exist belong to no running download. Best effort.
+    """
+    pattern = re.compile(re.escape(f".{dest.name}.") + r"[0-9a-f]{16}\.part")  # exactly temp_name(dest.name)
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return
+    for name in names:
+        if pattern.fullmatch(name):
+            try:
+                os.unlink(dest.parent / name)
+                logger.info("LUA: removed %s left by an interrupted download", name)
+            except OSError as exc:
+                logger.warning("LUA: could not remove the stale temporary file %s: %s", name, exc)
 
 
 def _verify_existing(url: Optional[str], dest: Path, sha256: Optional[str], size: Optional[int]) -> bool:
