@@ -63,3 +63,48 @@ def auto_tile_size(config: LUAConfig, scale: int, batch: int, height: int, width
         return 0
     side = int((budget / per_px) ** 0.5) // w * w
     return max(side, 2 * w)
+
+
+def auto_tile_shape(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype,
+                    budget: Optional[int], device: torch.device, overlap: int) -> tuple[int, int]:
+    """``(tile_h, tile_w)`` for the cheapest evenly tiled plan that fits the budget; ``(0, 0)``: no tiling.
+
+    Every grid of ``n_h x n_w`` evenly sized tiles (see :mod:`.tiling`) whose largest
+    tile fits the budget is a candidate; the one computing the fewest pixels in total
+    (overlaps and window padding included) wins, then the one with fewer tiles.
+    Tiles may be non-square: 2x3 tiles of 132x96 beat 3x3 tiles of 96x96 when the
+    budget allows a 128x128 square.
+    """
+    from .tiling import tile_spans
+
+    budget = default_budget(device) if budget is None else int(budget)
+    per_px = bytes_per_pixel(config, scale, dtype) * max(batch, 1)
+    w = config.window_size
+    pad = lambda n: -(-n // w) * w  # noqa: E731
+    if pad(height) * pad(width) * per_px <= budget:
+        return 0, 0
+    max_area = budget / per_px
+    best: Optional[tuple[int, int]] = None
+    best_shape = (0, 0)
+    for nh in range(1, max(1, height // w) + 1):
+        if nh == 1:
+            th = height
+        else:
+            th = pad(-(-(height + (nh - 1) * overlap) // nh))
+            if th >= height or th <= overlap or th < 2 * w:
+                continue
+        ys = tile_spans(height, th, overlap, w)
+        tw_max = int(max_area // pad(th)) // w * w
+        if tw_max < 2 * w or tw_max <= overlap:
+            continue
+        tw = width if tw_max >= pad(width) else tw_max
+        xs = tile_spans(width, tw, overlap, w)
+        area = sum(pad(b - a) for a, b in ys) * sum(pad(b - a) for a, b in xs)
+        key = (area, len(ys) * len(xs))
+        if best is None or key < best:
+            best = key
+            best_shape = (th, tw)
+    if best is None:  # nothing fits: the smallest tiles allowed
+        side = max(2 * w, auto_tile_size(config, scale, batch, height, width, dtype, budget, device))
+        return side, side
+    return best_shape

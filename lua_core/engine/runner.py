@@ -9,7 +9,7 @@ import torch
 
 from ..model.network import LUANet
 from .errors import UpscaleCancelled
-from .memory import auto_tile_size
+from .memory import auto_tile_shape, auto_tile_size
 from .tiling import count_tiles, run_tiled
 
 log = logging.getLogger(__name__)
@@ -20,11 +20,20 @@ CancelFn = Callable[[], Optional[bool]]
 
 @dataclass
 class TilePlan:
-    """How one upscale is split: ``tile`` 0 means the whole latent in one pass."""
+    """How one upscale is split: ``tile`` 0 means the whole latent in one pass.
+
+    ``tile`` is the tile height and, unless ``tile_w`` is set, also its width.
+    """
 
     tile: int
     overlap: int
     batch_chunk: int
+    tile_w: Optional[int] = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(tile_h, tile_w)``."""
+        return self.tile, (self.tile_w or self.tile)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -36,29 +45,43 @@ def is_oom(exc: BaseException) -> bool:
 
 def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int], overlap: Optional[int],
                memory_budget: Optional[int]) -> TilePlan:
-    """Resolve the user's tiling options against the model and input size."""
+    """Resolve the user's tiling options against the model and input size.
+
+    Automatic tiles (``tile_size`` None) only appear when one pass does not fit the
+    memory budget; then the grid computing the fewest pixels that fits is chosen
+    (tiles as large as the budget allows, possibly non-square) with an overlap of
+    one window unless ``overlap`` is given.
+    """
     cfg = net.config
     w = cfg.window_size
     b, _, h, wd = x.shape
+    if overlap is not None and overlap < 0:
+        raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
+    tile_w: Optional[int] = None
     if tile_size is None:
-        tile = auto_tile_size(cfg, scale, 1, h, wd, x.dtype, memory_budget, x.device)
+        tile, tile_w = auto_tile_shape(cfg, scale, 1, h, wd, x.dtype, memory_budget, x.device,
+                                       w if overlap is None else int(overlap))
+        if overlap is None:
+            overlap = w if tile else 0
     elif tile_size < 0:
         raise ValueError(f"tile_size must be >= 0 (0 = no tiling), got {tile_size}")
     else:
         tile = -(-int(tile_size) // w) * w if tile_size else 0
-    if tile and tile >= h and tile >= wd:
-        tile = 0
+    if tile and tile >= h and (tile_w or tile) >= wd:
+        tile, tile_w = 0, None
+    if tile_w == tile:
+        tile_w = None
     if overlap is None:
         overlap = max(w, tile // 4) if tile else 0
-    if overlap < 0:
-        raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
     if tile:
-        overlap = min(int(overlap), tile // 2)
+        overlap = min(int(overlap), min(tile, tile_w or tile) // 2)
+    else:
+        tile_w = None
     chunk = b
     if tile or tile_size is None:
         # several tiles' worth of memory never go to one pass: split the batch too
         chunk = 1 if tile else max(1, min(b, _batch_that_fits(net, x, scale, memory_budget)))
-    return TilePlan(tile, int(overlap), chunk)
+    return TilePlan(tile, int(overlap), chunk, tile_w)
 
 
 def _batch_that_fits(net: LUANet, x: torch.Tensor, scale: int, budget: Optional[int]) -> int:
@@ -86,7 +109,7 @@ def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional
             if not is_oom(exc):
                 raise
             h, w = x.shape[-2:]
-            current = plan.tile or max(h, w)
+            current = max(plan.shape) if plan.tile else max(h, w)
             if plan.batch_chunk > 1:
                 plan = TilePlan(plan.tile, plan.overlap, max(1, plan.batch_chunk // 2))
             elif current // 2 >= min_tile:
@@ -102,7 +125,8 @@ def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional
 def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress: Optional[ProgressFn],
              cancel: Optional[CancelFn]) -> torch.Tensor:
     b, _, h, w = x.shape
-    per_chunk = count_tiles(h, w, plan.tile, plan.overlap) if plan.tile else 1
+    window = net.config.window_size
+    per_chunk = count_tiles(h, w, plan.shape, plan.overlap, window) if plan.tile else 1
     chunks = range(0, b, plan.batch_chunk)
     total = per_chunk * len(chunks)
     done = 0
@@ -125,7 +149,7 @@ def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress:
     for start in chunks:
         part = x[start:start + plan.batch_chunk]
         if plan.tile:
-            outputs.append(run_tiled(forward, part, scale, plan.tile, plan.overlap, step))
+            outputs.append(run_tiled(forward, part, scale, plan.shape, plan.overlap, step, multiple=window))
         else:
             outputs.append(forward(part))
             step()

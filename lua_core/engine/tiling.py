@@ -1,19 +1,60 @@
-"""Overlapping tiles with feathered blending."""
+"""Overlapping tiles with feathered blending.
+
+Tiles along an axis are *evenly sized*: for a requested tile ``T`` and overlap ``O``
+the axis gets the fewest tiles of at most ``T`` that cover it with at least ``O`` of
+overlap, and then every tile is shrunk to the smallest size (rounded up to
+``multiple``, the network's window) that still covers the axis exactly with that
+overlap.  The old plan (stride ``T - O`` with a clamped last tile) computed e.g. a
+128-px axis with ``T=64, O=16`` as three 64-px tiles (2.25x the pixels in 2-D); the
+even plan uses three 56-px tiles (1.72x) and never more pixels than the old one.
+"""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Union
 
 import torch
 
+TileSize = Union[int, tuple[int, int]]
+
+
+def tile_spans(length: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` of evenly sized tiles covering ``[0, length)`` with >= ``overlap`` between neighbours.
+
+    No tile is longer than ``tile``; the tile count is the same as a stride of
+    ``tile - overlap`` would give, and the tile length is the smallest multiple of
+    ``multiple`` (capped at ``tile``) for which that count still covers the axis.
+    """
+    if tile >= length:
+        return [(0, length)]
+    step = max(tile - overlap, 1)
+    n = 1 + -(-(length - tile) // step)
+    ov = tile - step
+    size = -(-(length + (n - 1) * ov) // n)
+    size = min(tile, -(-size // multiple) * multiple)
+    free = length - size
+    starts = [(i * free + (n - 1) // 2) // (n - 1) for i in range(n)]
+    return [(s, s + size) for s in starts]
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering ``[0, length)`` with tiles of ``tile`` overlapping by at least ``overlap``."""
+    """Start offsets of full ``tile``-long tiles covering ``[0, length)`` with >= ``overlap``, evenly spaced.
+
+    Same tile count as :func:`tile_spans`; the engine itself runs the shrunk tiles of
+    :func:`tile_spans`.
+    """
     if tile >= length:
         return [0]
-    stride = max(tile - overlap, 1)
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+    n = len(tile_spans(length, tile, overlap))
+    free = length - tile
+    return [(i * free + (n - 1) // 2) // (n - 1) for i in range(n)]
+
+
+def pixel_overhead(height: int, width: int, tile: TileSize, overlap: int, multiple: int = 1) -> float:
+    """Pixels computed by the tiled plan divided by the pixels of one untiled pass (1.0 = no overhead)."""
+    th, tw = _pair(tile)
+    ys = tile_spans(height, th, overlap, multiple)
+    xs = tile_spans(width, tw, overlap, multiple)
+    return sum(b - a for a, b in ys) * sum(b - a for a, b in xs) / float(height * width)
 
 
 def feather_ramp(size: int, lead: int, trail: int, device: torch.device) -> torch.Tensor:
@@ -26,44 +67,55 @@ def feather_ramp(size: int, lead: int, trail: int, device: torch.device) -> torc
     return w
 
 
-def iter_tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
-    """Yield ``(y0, y1, x0, x1)`` for every tile, row by row."""
-    for y0 in tile_starts(height, tile, overlap):
-        for x0 in tile_starts(width, tile, overlap):
-            yield y0, min(y0 + tile, height), x0, min(x0 + tile, width)
+def _pair(tile: TileSize) -> tuple[int, int]:
+    return (int(tile[0]), int(tile[1])) if isinstance(tile, (tuple, list)) else (int(tile), int(tile))
 
 
-def count_tiles(height: int, width: int, tile: int, overlap: int) -> int:
-    return len(tile_starts(height, tile, overlap)) * len(tile_starts(width, tile, overlap))
+def iter_tiles(height: int, width: int, tile: TileSize, overlap: int,
+               multiple: int = 1) -> Iterator[tuple[int, int, int, int]]:
+    """Yield ``(y0, y1, x0, x1)`` for every tile, row by row (``tile`` may be ``(tile_h, tile_w)``)."""
+    th, tw = _pair(tile)
+    for y0, y1 in tile_spans(height, th, overlap, multiple):
+        for x0, x1 in tile_spans(width, tw, overlap, multiple):
+            yield y0, y1, x0, x1
 
 
-def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, tile: int, overlap: int,
-              on_tile: Callable[[], None] = lambda: None) -> torch.Tensor:
+def count_tiles(height: int, width: int, tile: TileSize, overlap: int, multiple: int = 1) -> int:
+    th, tw = _pair(tile)
+    return len(tile_spans(height, th, overlap, multiple)) * len(tile_spans(width, tw, overlap, multiple))
+
+
+def _ramps(spans: list[tuple[int, int]], scale: int, device: torch.device) -> list[torch.Tensor]:
+    ramps = []
+    for i, (a, b) in enumerate(spans):
+        lead = spans[i - 1][1] - a if i > 0 else 0
+        trail = b - spans[i + 1][0] if i + 1 < len(spans) else 0
+        ramps.append(feather_ramp((b - a) * scale, max(lead, 0) * scale, max(trail, 0) * scale, device))
+    return ramps
+
+
+def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, tile: TileSize, overlap: int,
+              on_tile: Callable[[], None] = lambda: None, multiple: int = 1) -> torch.Tensor:
     """Apply ``fn`` (``(B,C,h,w)`` -> ``(B,C,h*s,w*s)``) tile by tile and blend the overlaps.
 
     Each tile's contribution is weighted by a ramp across the part it shares with a
     neighbour, so seams fade instead of cutting.  ``on_tile`` runs after every tile.
+    ``multiple`` rounds the (evenly sized) tiles up to the network's window.
     """
     b, c, h, w = x.shape
+    th, tw = _pair(tile)
+    ys, xs = tile_spans(h, th, overlap, multiple), tile_spans(w, tw, overlap, multiple)
+    wys, wxs = _ramps(ys, scale, x.device), _ramps(xs, scale, x.device)
     out = None
     weight = torch.zeros(1, 1, h * scale, w * scale, device=x.device, dtype=torch.float32)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    for iy, y0 in enumerate(ys):
-        y1 = min(y0 + tile, h)
-        top = (ys[iy - 1] + tile - y0) if iy > 0 else 0
-        bottom = (y1 - ys[iy + 1]) if iy + 1 < len(ys) else 0
-        wy = feather_ramp((y1 - y0) * scale, top * scale, bottom * scale, x.device)
-        for ix, x0 in enumerate(xs):
-            x1 = min(x0 + tile, w)
-            left = (xs[ix - 1] + tile - x0) if ix > 0 else 0
-            right = (x1 - xs[ix + 1]) if ix + 1 < len(xs) else 0
-            wx = feather_ramp((x1 - x0) * scale, left * scale, right * scale, x.device)
+    for (y0, y1), wy in zip(ys, wys):
+        for (x0, x1), wx in zip(xs, wxs):
             piece = fn(x[:, :, y0:y1, x0:x1])
             if out is None:
                 out = torch.zeros(b, piece.shape[1], h * scale, w * scale, device=x.device, dtype=torch.float32)
             wt = (wy[:, None] * wx[None, :])[None, None]
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += piece.float() * wt
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale].addcmul_(piece.float(), wt)
             weight[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += wt
             on_tile()
     assert out is not None
-    return (out / weight).to(x.dtype)
+    return out.div_(weight).to(x.dtype)

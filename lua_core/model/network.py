@@ -88,8 +88,13 @@ class LUANet(nn.Module):
         return self.config.scales
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
-        """Trunk on an already normalised, window-padded input ``(B, C, H, W)`` -> ``(B, E, H, W)``."""
-        feats = self.conv_first(z)
+        """Trunk on an already normalised, window-padded input ``(B, C, H, W)`` -> ``(B, E, H, W)``.
+
+        Works channels-last throughout: the convolutions run (faster) on NHWC memory and
+        the transformer's ``(B, H, W, C)`` activations are plain views of it, no copies.
+        The result is a channels-last ``(B, E, H, W)`` tensor.
+        """
+        feats = self.conv_first(z.contiguous(memory_format=torch.channels_last))
         t = self.patch_embed.norm(feats.permute(0, 2, 3, 1))
         for layer in self.layers:
             t = layer(t)
@@ -108,7 +113,7 @@ class LUANet(nn.Module):
             out = out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
         if cfg.in_shift or cfg.in_scale != 1.0:
             out = out / cfg.in_scale + cfg.in_shift
-        return out
+        return out.contiguous()
 
     def forward_all(self, z: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every head on one shared trunk pass (used in multi-scale training)."""
@@ -121,7 +126,7 @@ class LUANet(nn.Module):
             out = self.heads[f"x{s}"](feats)[..., : h * s, : w * s]
             if cfg.skip == "bicubic":
                 out = out + F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
-            result[s] = out / cfg.in_scale + cfg.in_shift
+            result[s] = (out / cfg.in_scale + cfg.in_shift).contiguous()
         return result
 
     def num_parameters(self) -> int:

@@ -1,10 +1,24 @@
 """Shifted-window transformer pieces of the LUA trunk (SwinIR layout).
 
-Activations stay in ``(B, H, W, C)`` layout inside the trunk.  Windows are
-formed with reshapes (no Python loop over windows) and attention runs through
-``scaled_dot_product_attention`` with the relative-position bias and the shift
-mask added as one additive mask.  The bias is cached per parameter version and
-the shift mask per resolution, so inference does not rebuild them every call.
+Activations stay in ``(B, H, W, C)`` layout inside the trunk; windows are formed
+with strided views and copies, never a Python loop over windows.
+
+Inference (no autograd) takes a fast path.  Attention runs through
+``scaled_dot_product_attention`` on 4-D tensors with a 4-D additive mask, which on
+CPU selects PyTorch's fused flash kernel (5-D inputs fall back to the slow math
+path).  Shifted blocks never roll the feature map and never build a per-window
+mask: after a cyclic shift only four kinds of window exist (interior, last column,
+last row, corner), each with one fixed shift pattern.  The windows of a block are
+gathered kind by kind straight from their shifted positions into one buffer,
+attention runs once per kind with a broadcast ``(1, heads, N, N)`` mask
+(relative-position bias + that kind's pattern), and the result is scattered back to
+the unshifted positions with the residual add fused in.  This is exactly SwinIR's
+roll / partition / masked attention / merge / roll back, with the same numbers up to
+float rounding.
+
+With autograd recording (training) the classic roll/partition form runs, with the
+mask broadcast over the batch.  The relative-position bias is cached per parameter
+version and the shift masks per resolution/device/dtype.
 """
 from __future__ import annotations
 
@@ -76,6 +90,45 @@ def clear_caches() -> None:
     _SHIFT_MASK_CACHE.clear()
 
 
+Band = tuple[int, tuple[tuple[int, int, int], ...], int]
+
+
+def shift_bands(length: int, window: int, shift: int) -> list[Band]:
+    """Split one axis of a (virtually) rolled map into bands of windows.
+
+    Each band is ``(windows, segments, kind)``: ``segments`` are ``(start, stop,
+    offset)`` ranges of the *unrolled* axis whose samples land at ``offset`` inside
+    each window of the band; ``kind`` is 0 for windows that do not straddle the
+    wrap-around of the cyclic shift and 1 for the last one, which does.
+    """
+    n = length // window
+    if not shift:
+        return [(n, ((0, length, 0),), 0)]
+    bands: list[Band] = []
+    if n > 1:
+        bands.append((n - 1, ((shift, length - window + shift, 0),), 0))
+    tail = window - shift
+    bands.append((1, ((length - tail, length, 0), (0, shift, tail)), 1))
+    return bands
+
+
+def _window_views(t: torch.Tensor, rows: Band, cols: Band):
+    """Yield ``(region, (row_offset, rows), (col_offset, cols))`` per segment pair.
+
+    ``region`` is a strided ``(B, gh, gw, lr, lc, C)`` view of ``t`` (``(B, H, W, C)``):
+    the part of every window of the band pair that lies in one segment pair.
+    """
+    b, _, _, c = t.shape
+    gh, rsegs, _ = rows
+    gw, csegs, _ = cols
+    for r0, r1, ro in rsegs:
+        lr = (r1 - r0) // gh
+        for c0, c1, co in csegs:
+            lc = (c1 - c0) // gw
+            region = t[:, r0:r1, c0:c1].view(b, gh, lr, gw, lc, c).permute(0, 1, 3, 2, 4, 5)
+            yield region, (ro, lr), (co, lc)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative-position bias."""
 
@@ -112,8 +165,36 @@ class WindowAttention(nn.Module):
         self._bias_cache = None
         return super()._apply(fn, recurse)
 
+    def attend(self, windows: torch.Tensor, counts: list[int], patterns: list[Optional[torch.Tensor]]) -> torch.Tensor:
+        """Attention over ``windows`` ``(W, N, C)`` split into consecutive groups.
+
+        Group ``i`` holds ``counts[i]`` windows that share the additive shift pattern
+        ``patterns[i]`` (``(N, N)``, or None for none).  Returns ``(W, N, C)``.
+        """
+        nwin, n, c = windows.shape
+        heads = self.num_heads
+        qkv = self.qkv(windows).view(nwin, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (W, heads, N, hd), strided views: no copy
+        bias = self.position_bias(windows.dtype).unsqueeze(0)  # (1, heads, N, N)
+        outs = []
+        start = 0
+        for count, pattern in zip(counts, patterns):
+            mask = bias if pattern is None else bias + pattern
+            stop = start + count
+            # 4-D q/k/v and a 4-D mask: the fused CPU kernel (5-D inputs fall back to the slow math path)
+            outs.append(F.scaled_dot_product_attention(q[start:stop], k[start:stop], v[start:stop],
+                                                       attn_mask=mask).transpose(1, 2))
+            start = stop
+        out = outs[0].reshape(nwin, n, c) if len(outs) == 1 else torch.cat(outs, 0).view(nwin, n, c)
+        return self.proj(out)
+
     def forward(self, x: torch.Tensor, shift_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: ``(B, nW, N, C)``; shift_mask: ``(nW, N, N)`` or None."""
+        """x: ``(B, nW, N, C)``; shift_mask: ``(nW, N, N)`` or None.
+
+        The per-window form used when autograd records (training): one 5-D attention
+        call with the mask broadcast over the batch, which keeps memory flat for big
+        training batches and lets the bias table receive its gradient.
+        """
         b, nw, n, c = x.shape
         hd = c // self.num_heads
         qkv = self.qkv(x).view(b, nw, n, 3, self.num_heads, hd).permute(3, 0, 1, 4, 2, 5)
@@ -160,6 +241,14 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, H, W, C)`` with H, W multiples of the window."""
+        if torch.is_grad_enabled() and (x.requires_grad or self.attn.qkv.weight.requires_grad):
+            x = self._attention_autograd(x)
+        else:
+            x = self._attention_inference(x)
+        return x + self.mlp(self.norm2(x))
+
+    def _attention_autograd(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + attention``: roll, partition, per-window masks, merge, roll back (differentiable)."""
         b, h, w, c = x.shape
         y = self.norm1(x)
         mask = None
@@ -170,8 +259,40 @@ class SwinBlock(nn.Module):
         y = window_merge(y, self.window, h, w)
         if self.shift:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + y
-        return x + self.mlp(self.norm2(x))
+        return x + y
+
+    def _attention_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + attention`` without autograd: no roll, four window kinds, fused residual add."""
+        b, h, w, c = x.shape
+        ws, shift = self.window, self.shift
+        y = self.norm1(x)
+        groups = [(r, k) for r in shift_bands(h, ws, shift) for k in shift_bands(w, ws, shift)]
+        counts = [b * r[0] * k[0] for r, k in groups]
+        # gather: every window lands in one contiguous buffer, kind by kind (one pass over y)
+        buf = y.new_empty(sum(counts), ws, ws, c)
+        start = 0
+        for (rows, cols), count in zip(groups, counts):
+            dest = buf[start:start + count].view(b, rows[0], cols[0], ws, ws, c)
+            for region, (ro, lr), (co, lc) in _window_views(y, rows, cols):
+                dest[:, :, :, ro:ro + lr, co:co + lc].copy_(region)
+            start += count
+        del y
+        patterns: list[Optional[torch.Tensor]] = [None] * len(groups)
+        if shift:
+            kinds = cached_shift_mask(2 * ws, 2 * ws, ws, shift, x.device, x.dtype)  # (4, N, N)
+            patterns = [kinds[2 * r[2] + k[2]] if (r[2] or k[2]) else None for r, k in groups]
+        att = self.attn.attend(buf.view(-1, ws * ws, c), counts, patterns)
+        del buf
+        # scatter back to the unshifted positions, adding the residual on the way (one pass)
+        out = torch.empty_like(x)
+        start = 0
+        for (rows, cols), count in zip(groups, counts):
+            src = att[start:start + count].view(b, rows[0], cols[0], ws, ws, c)
+            for (dest, (ro, lr), (co, lc)), (res, _, _) in zip(_window_views(out, rows, cols),
+                                                               _window_views(x, rows, cols)):
+                torch.add(res, src[:, :, :, ro:ro + lr, co:co + lc], out=dest)
+            start += count
+        return out
 
 
 class BlockGroup(nn.Module):

@@ -1,0 +1,61 @@
+"""The benchmark harness runs end to end on tiny models, and its decoder is the real architecture."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from lua_core.bench import harness
+from lua_core.bench.vae_decoder import DECODER_CONFIGS, KLDecoder, decoder_config
+
+
+def test_harness_end_to_end_on_tiny_models(tmp_path):
+    t0 = time.perf_counter()
+    rc = harness.main(["--preset", "quick", "--tiny", "--in-process", "--configs", "light",
+                       "--groups", "pipelines,impl,tiling", "--out", str(tmp_path)])
+    assert rc == 0
+    assert time.perf_counter() - t0 < 60  # ~5-10 s on 2 busy cores; generous against load spikes
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert not [r for r in report["rows"] if r["errors"]]
+    s = report["summary"]
+    (pipe,) = s["pipelines"]
+    for key in ("A", "B", "C", "D", "E_bicubic", "C_over_B", "B_over_D", "lua_share_of_target_decode"):
+        assert pipe[key] is not None and pipe[key] > 0
+    assert s["impl"][0]["max_abs_diff"] < 1e-4
+    cases = {t["case"]: t for t in s["tiling"]}
+    assert cases["untiled"]["tiles"] == 1 and cases["auto (fits: untiled)"]["tiles"] == 1
+    assert cases["auto, budget 0.5x untiled"]["tiles"] > 1
+    assert report["machine"]["torch"] == torch.__version__
+    md = (tmp_path / "bench.md").read_text()
+    assert "## Pipelines" in md and "## Tiling" in md and "straightforward" in md
+    assert (tmp_path / "bench.svg").read_text().startswith("<svg")
+
+
+def test_a_case_runs_in_its_own_process():
+    spec = dict(kind="impl", config="light", latent=8, scale=2, device="cpu", dtype="float32", threads=1,
+                tiny=True, warmup=1, repeats=1)
+    res = harness.run_in_child(spec, timeout=120)
+    assert "error" not in res, res.get("error")
+    assert res["peak_rss_mb"] > 0 and res["max_abs_diff"]["ours"] < 1e-4
+
+
+def test_multiply_add_counts_on_meta_tensors():
+    (row,) = harness.count_macs("light", "flux1", sizes=((64, 2),), tiny=True)
+    assert row["B"] == row["lua"] + row["D"] and row["C"] == row["A"] + row["pixel_sr"]
+    assert row["D"] > row["A"] > 0 and 0 < row["lua_share_of_D"] < 1
+
+
+def test_legacy_overhead_of_the_issue_example():
+    assert harness.legacy_pixel_overhead(128, 64, 16) ** 2 == pytest.approx(2.25)
+
+
+@pytest.mark.parametrize("family,params", [("sdxl", 49_490_199), ("flux1", 49_545_475)])
+def test_decoder_is_the_kl_decoder_architecture(family, params):
+    with torch.device("meta"):
+        dec = KLDecoder(decoder_config(family))
+        out = dec(torch.empty(1, decoder_config(family).latent_channels, 5, 7, device="meta"))
+    assert dec.num_parameters() == params  # the published decoders' parameter counts
+    assert tuple(out.shape) == (1, 3, 40, 56)
+    assert set(DECODER_CONFIGS) >= {"sdxl", "sd3", "flux1"}
