@@ -3,9 +3,7 @@ model_management, ProgressBar, interruption) from the provisioned ComfyUI tree."
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -15,37 +13,17 @@ import torch
 import lua_core
 from lua_core.checkpoints.export import save_checkpoint
 from lua_core.checkpoints.manifest import Manifest, file_sha256
-from scripts.comfy_server import DEFAULT_COMFY_DIR
-from tests.helpers import tiny_config
+from tests.helpers import import_comfy_pack, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def comfy():
-    """Import ComfyUI's own modules (CPU mode) and the pack as package ``comfyui_lua``."""
+    """ComfyUI's own modules (CPU mode) and the pack as package ``comfyui_lua``."""
     if os.environ.get("LUA_SKIP_COMFY") == "1":
         pytest.skip("LUA_SKIP_COMFY=1")
-    comfy_dir = Path(os.environ.get("LUA_COMFYUI_DIR") or DEFAULT_COMFY_DIR)
-    if not (comfy_dir / "folder_paths.py").is_file():
-        from tests.integration.conftest import _provision
-
-        comfy_dir = _provision()
-    sys.path.insert(0, str(comfy_dir))
-    from comfy.cli_args import args
-
-    args.cpu = True
-    import comfy.model_management as mm
-    import comfy.utils
-    import folder_paths
-
-    if "comfyui_lua" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("comfyui_lua", REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_lua"] = module
-        spec.loader.exec_module(module)
-    return {"mm": mm, "utils": comfy.utils, "folder_paths": folder_paths, "pack": sys.modules["comfyui_lua"]}
+    return import_comfy_pack()
 
 
 @pytest.fixture

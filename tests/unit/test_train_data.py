@@ -24,13 +24,7 @@ SHARED = T.shared_dir()
 CONFIGS = sorted((REPO / "configs" / "train").glob("*.json"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP with 2 threads can be 10-100x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

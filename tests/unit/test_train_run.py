@@ -19,13 +19,7 @@ from lua_core.train.config import REPO
 TINY_MODEL = {"preset": "light", "overrides": {"embed_dim": 24, "depths": [1, 1], "num_heads": [3, 3], "head_num_feat": 16}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP with 2 threads can be 10-100x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_images(folder: Path, count: int, size: int = 80, seed: int = 0) -> Path:

@@ -30,13 +30,7 @@ SMOKE = REPO / "configs" / "train" / "smoke.json"
 TAEF1_SCALE, TAEF1_SHIFT = 0.3611, 0.1159  # what ComfyUI's VAELoader.load_taesd sets for taef1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the 2 cores of the test machine are shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def images(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
