@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..model.network import LUANet
+from ..model.network import LUANet, pad_to_multiple
 from .errors import UpscaleCancelled
 from .memory import auto_tile_shape, auto_tile_size
 from .tiling import count_tiles, run_tiled
@@ -126,7 +126,8 @@ def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress:
              cancel: Optional[CancelFn]) -> torch.Tensor:
     b, _, h, w = x.shape
     window = net.config.window_size
-    per_chunk = count_tiles(h, w, plan.shape, plan.overlap, window) if plan.tile else 1
+    ph, pw = -(-h // window) * window, -(-w // window) * window
+    per_chunk = count_tiles(ph, pw, plan.shape, plan.overlap, window) if plan.tile else 1
     chunks = range(0, b, plan.batch_chunk)
     total = per_chunk * len(chunks)
     done = 0
@@ -145,11 +146,19 @@ def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress:
         check_cancel()
         return net(piece, scale)
 
+    def forward_without_skip(piece: torch.Tensor) -> torch.Tensor:
+        check_cancel()
+        return net(piece, scale, skip=False)
+
     outputs = []
     for start in chunks:
         part = x[start:start + plan.batch_chunk]
         if plan.tile:
-            outputs.append(run_tiled(forward, part, scale, plan.shape, plan.overlap, step, multiple=window))
+            # pad once like the untiled pass (its far-edge reflection), tile, crop; the bicubic skip is
+            # added once over the whole latent so tile borders do not change it
+            padded = pad_to_multiple(part, window)
+            y = run_tiled(forward_without_skip, padded, scale, plan.shape, plan.overlap, step, multiple=window)
+            outputs.append(y[..., : h * scale, : w * scale] + net.skip_term(part, scale).to(y.dtype))
         else:
             outputs.append(forward(part))
             step()

@@ -101,7 +101,8 @@ class LUANet(nn.Module):
         t = self.norm(t).permute(0, 3, 1, 2)
         return self.conv_after_body(t) + feats
 
-    def forward(self, z: torch.Tensor, scale: int = 2) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, scale: int = 2, skip: bool = True) -> torch.Tensor:
+        """``skip=False`` leaves out the bicubic skip (the tiled engine adds it once over the whole latent)."""
         if scale not in self.config.scales:
             raise ValueError(f"this LUA model has heads for scales {list(self.config.scales)}, not x{scale}")
         cfg = self.config
@@ -109,11 +110,19 @@ class LUANet(nn.Module):
         x = (z - cfg.in_shift) * cfg.in_scale if (cfg.in_shift or cfg.in_scale != 1.0) else z
         out = self.heads[f"x{scale}"](self.features(pad_to_multiple(x, cfg.window_size)))
         out = out[..., : h * scale, : w * scale]
-        if cfg.skip == "bicubic":
+        if skip and cfg.skip == "bicubic":
             out = out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
         if cfg.in_shift or cfg.in_scale != 1.0:
             out = out / cfg.in_scale + cfg.in_shift
         return out.contiguous()
+
+    def skip_term(self, z: torch.Tensor, scale: int) -> torch.Tensor:
+        """The bicubic skip's contribution to ``forward``'s raw output (zero when the config has none)."""
+        cfg = self.config
+        if cfg.skip != "bicubic":
+            return torch.zeros((), dtype=z.dtype, device=z.device)
+        x = (z - cfg.in_shift) * cfg.in_scale
+        return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) / cfg.in_scale
 
     def forward_all(self, z: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every head on one shared trunk pass (used in multi-scale training)."""

@@ -338,12 +338,8 @@ def test_tiled_output_does_not_depend_on_the_tile_size(tiling_nets, skip, h, w, 
     assert diff.max() <= TILE_MAX_TOL and diff.mean() <= TILE_MEAN_TOL, (float(diff.max()), float(diff.mean()))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: a tiled pass places its last tile flush with the latent's end (no padding), while a single pass "
-    "reflect-pads to a window multiple, so the last <1 window of rows/cols differs by ~0.7 (tolerance 0.35). "
-    "Fix in lua_core/engine/runner.py: pad once with pad_to_multiple before tiling and crop after blending, "
-    "with the bicubic skip added once on the unpadded latent (see the report)"))
 def test_tiled_edges_match_the_untiled_padding(tiling_nets):
+    """Tiles see the same far-edge reflection padding as the single pass (latent not a window multiple)."""
     net = tiling_nets["bicubic"]
     z = torch.randn(1, 16, 50, 45, generator=torch.Generator().manual_seed(0)) * 3
     with torch.inference_mode():
