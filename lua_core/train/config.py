@@ -20,7 +20,9 @@ from .vae_backends import VAEConfig
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
-LOSS_TERMS = ("latent_l1", "latent_fft", "pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle")
+LOSS_TERMS = ("latent_l1", "latent_fft", "teacher_l1", "teacher_fft", "pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft",
+              "eagle")
+TEACHER_TERMS = ("teacher_l1", "teacher_fft")
 PIXEL_TERMS = ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle")
 
 
@@ -60,6 +62,10 @@ class StageConfig:
     @property
     def needs_pixels(self) -> bool:
         return any(self.weights.get(k, 0.0) for k in PIXEL_TERMS)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(self.weights.get(k, 0.0) for k in TEACHER_TERMS)
 
 
 @dataclass

@@ -268,7 +268,9 @@ def subcrop(batch: dict[str, torch.Tensor], crop: int, full: int, scales: Sequen
     ox = int(torch.randint(0, n_full - n_lr + 1, (1,), generator=gen))
     out = {"lr": batch["lr"][..., oy: oy + n_lr, ox: ox + n_lr]}
     for s in scales:
-        out[f"t{s}"] = batch[f"t{s}"][..., oy * s: (oy + n_lr) * s, ox * s: (ox + n_lr) * s]
+        for name in (f"t{s}", f"b{s}"):
+            if name in batch:
+                out[name] = batch[name][..., oy * s: (oy + n_lr) * s, ox * s: (ox + n_lr) * s]
     if "pix" in batch:
         out["pix"] = batch["pix"][..., oy * unit: (oy + n_lr) * unit, ox * unit: (ox + n_lr) * unit]
     return out

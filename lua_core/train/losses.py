@@ -114,12 +114,14 @@ def eagle_loss(a: torch.Tensor, b: torch.Tensor, patch: int = 3, cutoff: float =
 
 def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat: torch.Tensor,
                pred_img: Optional[torch.Tensor], target_img: Optional[torch.Tensor], *, scale: int,
+               teacher_lat: Optional[torch.Tensor] = None,
                down_factor: int, fft_norm: str = "ortho", hf_sigma: float = 1.0, hf_kernel: int = 5,
                eagle_patch: int = 3, eagle_cutoff: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the configured terms for one head; returns ``(loss, {term: value})``.
 
     Latents are compared in whatever space the caller passes (the trainer uses
-    the normalised space by default).  Image terms need ``pred_img``/``target_img``.
+    the normalised space by default).  Image terms need ``pred_img``/``target_img``;
+    ``teacher_*`` terms need ``teacher_lat`` (see :mod:`.teacher`).
     """
     terms: dict[str, torch.Tensor] = {}
     w = {k: float(v) for k, v in weights.items() if v}
@@ -127,6 +129,13 @@ def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat:
         terms["latent_l1"] = l1(pred_lat, target_lat)
     if "latent_fft" in w:
         terms["latent_fft"] = fft_l1(pred_lat, target_lat, fft_norm)
+    if any(k in w for k in ("teacher_l1", "teacher_fft")):
+        if teacher_lat is None:
+            raise ValueError("teacher loss terms need teacher latents")
+        if "teacher_l1" in w:
+            terms["teacher_l1"] = l1(pred_lat, teacher_lat)
+        if "teacher_fft" in w:
+            terms["teacher_fft"] = fft_l1(pred_lat, teacher_lat, fft_norm)
     if any(k in w for k in ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle")):
         if pred_img is None or target_img is None:
             raise ValueError("pixel loss terms need decoded and target images")

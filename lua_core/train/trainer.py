@@ -22,6 +22,7 @@ from .data import (LatentCache, PairMaker, SampleSource, progress_bar, batch_ind
                    sample_generator, subcrop)
 from .ema import EMA
 from .losses import stage_loss
+from .teacher import cached_teacher_latents, teacher_latents
 from .metrics import MetricsLog, plot_losses
 from .schedule import choose_heads, make_optimizer
 from .validate import Validator, pick_val_images
@@ -198,6 +199,13 @@ class Trainer:
             ddp.barrier(self.dist)
             cache_data = cache.load()
             self.cache_dir = cache.dir
+            if any(st.needs_teacher for st in self.cfg.stages):
+                if self.is_main:
+                    t0 = time.perf_counter()
+                    cached_teacher_latents(self.vae, cache.dir, cache_data["lr"], self.scales)
+                    self.log(f"teacher latents ready ({time.perf_counter() - t0:.1f} s)")
+                ddp.barrier(self.dist)
+                cache_data.update(cached_teacher_latents(self.vae, cache.dir, cache_data["lr"], self.scales))
         self.num_images = len(images)
         self.source = SampleSource(maker, cache_data)
         self.prepare_validation()
@@ -273,6 +281,8 @@ class Trainer:
         batch = subcrop(batch, crop, cfg.data.crop, self.scales, sample_generator(cfg.seed, 5, si, self.stage_step))
         heads = choose_heads(cfg.seed, si, self.stage_step, st, self.scales)
         z = batch["lr"].to(self.device)
+        if st.needs_teacher and f"b{heads[0]}" not in batch:  # no cache: teacher latents on the fly
+            batch.update(teacher_latents(self.vae, z, heads))
         with self.autocast():
             preds = self.model(z, heads)
         total = torch.zeros((), device=self.device)
@@ -288,7 +298,9 @@ class Trainer:
                 img = img.float()
                 hr = bicubic_down(batch["pix"].to(self.device).float() / 255, m // s)
             lc = cfg.loss
+            teach = self.normalize(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None
             loss_s, t = stage_loss(st.weights, self.normalize(pred), self.normalize(tgt), img, hr, scale=s,
+                                   teacher_lat=teach,
                                    down_factor=lc.down_for(s), fft_norm=lc.fft_norm, hf_sigma=lc.hf_sigma,
                                    hf_kernel=lc.hf_kernel, eagle_patch=lc.eagle_patch, eagle_cutoff=lc.eagle_cutoff)
             total = total + loss_s / len(heads)

@@ -178,13 +178,18 @@ def test_shipped_configs_parse_with_family_normalisation(path):
         assert [s.name for s in cfg.stages] == ["pixel"] and cfg.stages[0].betas == (0.9, 0.99)
         return
     assert [s.name for s in cfg.stages] == ["latent", "joint", "pixel"]
-    assert cfg.stages[0].weights == {"latent_l1": 1.0, "latent_fft": 0.1}
+    if cfg.name.endswith("_light_cpu"):  # the CPU recipes aim Stage I at the pixel-bicubic teacher latent
+        assert cfg.stages[0].weights == {"teacher_l1": 1.0, "teacher_fft": 0.1} and cfg.stages[0].needs_teacher
+        assert not cfg.stages[0].needs_pixels and cfg.stages[2].needs_pixels
+    else:
+        assert cfg.stages[0].weights == {"latent_l1": 1.0, "latent_fft": 0.1}
     assert cfg.stages[2].betas == (0.9, 0.99)
 
 
 def test_all_families_have_a_light_config():
     names = {p.stem for p in CONFIGS}
     assert {f"{f}_light" for f in lua_core.FAMILIES} <= names and "smoke" in names
+    assert {f"{f}_light_cpu" for f in lua_core.FAMILIES} <= names
 
 
 def test_config_errors_are_named():
