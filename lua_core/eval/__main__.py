@@ -1,0 +1,90 @@
+"""``python -m lua_core.eval``: evaluate a LUA checkpoint against ComfyUI's latent upscales and pixel resizes.
+
+Examples::
+
+    python -m lua_core.eval --checkpoint weights/lua_light_flux1.safetensors --images-count 12 --threads 1
+    python -m lua_core.eval --checkpoint lua_light_flux1.safetensors          # a weights_manifest.json name
+    python -m lua_core.eval --family sdxl --no-lua                            # baselines only
+    python -m lua_core.eval.fetch_perceptual                                  # once: LPIPS / DISTS weights
+
+Writes ``results.json``, ``results.md`` and ``crops.jpg`` to ``--out`` (default ``docs/eval/<family>``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..train.config import expand_path
+from .harness import REPO, evaluate
+from .report import MD_NAME
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--scales expects integers like 2,4, got {text!r}") from exc
+    if not vals:
+        raise argparse.ArgumentTypeError("--scales is empty")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lua_core.eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", default="${shared}/data/val",
+                   help="image folder, searched recursively (${shared} and ${repo} are expanded; default %(default)s)")
+    p.add_argument("--family", default=None, help="sd15, sdxl, sd3, flux1, flux2 (default: the checkpoint's)")
+    p.add_argument("--checkpoint", default=None, help="a .safetensors/.pth path or a weights_manifest.json name")
+    p.add_argument("--no-lua", action="store_true", help="baselines only (no checkpoint; needs --family)")
+    p.add_argument("--scales", type=_scales, default=(2, 4), help="comma list (default 2,4)")
+    p.add_argument("--crop", type=int, default=256, help="centre crop in px (default %(default)s)")
+    p.add_argument("--images-count", type=int, default=12, help="images, spread over the folder (default %(default)s)")
+    p.add_argument("--out", default=None, help="report folder; {family} is replaced (default docs/eval/{family})")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
+    p.add_argument("--no-perceptual", action="store_true", help="skip LPIPS and DISTS")
+    p.add_argument("--metrics-dir", default=None, help="converted perceptual weights (default $LUA_METRICS_DIR "
+                                                       "or .cache/metrics)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.no_lua and args.checkpoint:
+        print("error: --no-lua and --checkpoint exclude each other", file=sys.stderr)
+        return 2
+    if not args.no_lua and not args.checkpoint:
+        print("error: pass --checkpoint (or --no-lua with --family for baselines only)", file=sys.stderr)
+        return 2
+    if args.no_lua and not args.family:
+        print("error: --no-lua needs --family", file=sys.stderr)
+        return 2
+    out = args.out or str(REPO / "docs" / "eval" / "{family}")
+    t0 = time.perf_counter()
+    try:
+        result = evaluate(args.family, None if args.no_lua else args.checkpoint, expand_path(args.images),
+                          args.scales, args.crop, args.images_count, out_dir=out,
+                          perceptual=not args.no_perceptual, device=args.device,
+                          metrics_root=expand_path(args.metrics_dir),
+                          log=None if args.quiet else (lambda m: print(m, flush=True)))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print()
+        print((Path(result["out_dir"]) / MD_NAME).read_text())
+        print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0 if result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The evaluation harness end to end (lua_core.eval.evaluate and ``python -m lua_core.eval``) on two
+validation crops with the bundled FLUX.1 adapter and the FLUX.1 tiny autoencoder."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from lua_core.eval import ALL_PATHS, evaluate, resolve_checkpoint
+from lua_core.eval.__main__ import main as cli_main
+from lua_core.eval.perceptual import FETCH_COMMAND
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLED = REPO / "weights" / "lua_light_flux1.safetensors"
+
+
+@pytest.fixture(scope="module")
+def val_dir(shared_dir) -> Path:
+    return shared_dir / "data" / "val"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, val_dir, one_torch_thread):
+    if not BUNDLED.is_file():
+        pytest.skip("bundled adapter weights/lua_light_flux1.safetensors missing")
+    out = tmp_path_factory.mktemp("eval") / "{family}"
+    empty_metrics = tmp_path_factory.mktemp("no_metrics")  # perceptual weights absent: reported, not fatal
+    result = evaluate(None, "lua_light_flux1.safetensors", val_dir, (2, 4), 128, 2, out_dir=out,
+                      metrics_root=empty_metrics)
+    return result, Path(result["out_dir"])
+
+
+def test_reports_written(run):
+    result, out = run
+    assert out.name == "flux1" and result["family"] == "flux1"
+    data = json.loads((out / "results.json").read_text())
+    assert data["images"]["count"] == 2 and data["scales"] == [2, 4]
+    md = (out / "results.md").read_text()
+    for label in result["labels"].values():
+        assert md.count(f"| {label} |") + md.count(f"| **{label}** |") == 2  # one row per scale
+    assert "LPIPS: unavailable" in md and FETCH_COMMAND in md and "DISTS: unavailable" in md
+    from PIL import Image
+
+    with Image.open(out / "crops.jpg") as im:
+        assert im.width >= 5 * 128 and im.height >= 2 * 128  # five columns, two scales
+
+
+def test_every_path_measured(run):
+    result, _ = run
+    assert result["paths"] == list(ALL_PATHS)
+    assert result["metrics"]["psnr"] == "ok" and result["metrics"]["lpips"].startswith("unavailable")
+    for key in ("x2", "x4"):
+        for path in ALL_PATHS:
+            r = result["results"][key][path]
+            assert math.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 and r["lapvar"] > 0, (key, path)
+            assert "lpips" not in r
+            t = r["time_ms"]
+            assert t["total"] > 0 and t["decode"] > 0 and t["encode"] > 0
+            assert len(result["per_image"][key][path]["psnr"]) == 2
+
+
+def test_quality_ordering(run):
+    result, _ = run
+    for key in ("x2", "x4"):
+        r = result["results"][key]
+        assert r["vae_ceiling"]["psnr"] > r["latent_bicubic"]["psnr"] + 3, key
+        assert r["lua"]["psnr"] > r["latent_bicubic"]["psnr"] + 1, key
+        assert r["lua"]["ssim"] > r["latent_bicubic"]["ssim"], key
+    # x4 is harder than x2 for every upscaling path
+    for path in ALL_PATHS[1:]:
+        assert result["results"]["x4"][path]["psnr"] < result["results"]["x2"][path]["psnr"], path
+
+
+def test_cli_baselines_only(tmp_path, val_dir, one_torch_thread):
+    code = cli_main(["--family", "flux1", "--no-lua", "--images", str(val_dir), "--images-count", "1", "--crop", "64",
+                     "--scales", "2", "--out", str(tmp_path), "--no-perceptual", "--quiet"])
+    assert code == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert "lua" not in data["results"]["x2"] and data["checkpoint"] is None
+    assert data["metrics"]["lpips"].startswith("not computed")
+    assert "| latent bislerp |" in (tmp_path / "results.md").read_text()
+
+
+def test_cli_argument_errors(tmp_path, val_dir, capsys):
+    assert cli_main(["--no-lua"]) == 2                      # baselines need a family
+    assert cli_main(["--family", "flux1"]) == 2             # neither a checkpoint nor --no-lua
+    assert cli_main(["--family", "flux1", "--no-lua", "--crop", "100", "--images", str(val_dir),
+                     "--out", str(tmp_path), "--quiet"]) == 1
+    assert "multiple of 32" in capsys.readouterr().err
+    assert cli_main(["--checkpoint", "no_such_model.safetensors", "--quiet", "--out", str(tmp_path)]) == 1
+
+
+def test_resolve_checkpoint():
+    assert resolve_checkpoint("lua_light_flux1.safetensors").resolve() == BUNDLED.resolve()
+    assert resolve_checkpoint(BUNDLED) == BUNDLED
+    with pytest.raises(FileNotFoundError, match="not downloaded|neither"):
+        resolve_checkpoint("lua_flux.pth")
