@@ -21,9 +21,9 @@ from .vae_backends import VAEConfig
 REPO = Path(__file__).resolve().parent.parent.parent
 
 LOSS_TERMS = ("latent_l1", "latent_fft", "teacher_l1", "teacher_fft", "pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft",
-              "eagle")
+              "eagle", "lpips")
 TEACHER_TERMS = ("teacher_l1", "teacher_fft")
-PIXEL_TERMS = ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle")
+PIXEL_TERMS = ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle", "lpips")
 
 
 def expand_path(text: Optional[str]) -> Optional[Path]:

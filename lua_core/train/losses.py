@@ -6,7 +6,7 @@ elements); they compute in float32 whatever the input dtype.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -115,13 +115,15 @@ def eagle_loss(a: torch.Tensor, b: torch.Tensor, patch: int = 3, cutoff: float =
 def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat: torch.Tensor,
                pred_img: Optional[torch.Tensor], target_img: Optional[torch.Tensor], *, scale: int,
                teacher_lat: Optional[torch.Tensor] = None,
+               lpips_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                down_factor: int, fft_norm: str = "ortho", hf_sigma: float = 1.0, hf_kernel: int = 5,
                eagle_patch: int = 3, eagle_cutoff: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the configured terms for one head; returns ``(loss, {term: value})``.
 
     Latents are compared in whatever space the caller passes (the trainer uses
     the normalised space by default).  Image terms need ``pred_img``/``target_img``;
-    ``teacher_*`` terms need ``teacher_lat`` (see :mod:`.teacher`).
+    ``teacher_*`` terms need ``teacher_lat`` (see :mod:`.teacher`); ``lpips`` needs ``lpips_fn``
+    (``lua_core.eval.perceptual.LPIPS``: frozen AlexNet LPIPS, differentiable in its first input).
     """
     terms: dict[str, torch.Tensor] = {}
     w = {k: float(v) for k, v in weights.items() if v}
@@ -136,7 +138,7 @@ def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat:
             terms["teacher_l1"] = l1(pred_lat, teacher_lat)
         if "teacher_fft" in w:
             terms["teacher_fft"] = fft_l1(pred_lat, teacher_lat, fft_norm)
-    if any(k in w for k in ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle")):
+    if any(k in w for k in ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle", "lpips")):
         if pred_img is None or target_img is None:
             raise ValueError("pixel loss terms need decoded and target images")
         if "pix_down_l1" in w:
@@ -149,6 +151,10 @@ def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat:
             terms["pix_fft"] = fft_l1(pred_img, target_img, fft_norm)
         if "eagle" in w:
             terms["eagle"] = eagle_loss(pred_img, target_img, eagle_patch, eagle_cutoff)
+        if "lpips" in w:
+            if lpips_fn is None:
+                raise ValueError("the lpips loss term needs the LPIPS network (run `python -m lua_core.eval.fetch_perceptual`)")
+            terms["lpips"] = lpips_fn(pred_img, target_img).mean()
     total = sum(w[k] * v for k, v in terms.items())
     if not terms:
         raise ValueError("a stage needs at least one loss term with a non-zero weight")

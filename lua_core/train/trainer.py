@@ -271,6 +271,17 @@ class Trainer:
         self.log(f"[val {tag} @ {self.global_step}] {figs}")
         return rec
 
+    def lpips_network(self) -> nn.Module:
+        """The frozen AlexNet LPIPS for the ``lpips`` loss term (weights from ``fetch_perceptual``), built once."""
+        if getattr(self, "_lpips", None) is None:
+            from ..eval.perceptual import LPIPS, MetricUnavailable
+
+            try:
+                self._lpips = LPIPS("alex").to(self.device)
+            except MetricUnavailable as exc:
+                raise ValueError(f"the lpips loss term needs the LPIPS weights: {exc}") from exc
+        return self._lpips
+
     def train_step(self, si: int, opt, sched) -> tuple[float, dict[str, float], tuple[int, ...]]:
         st = self.cfg.stages[si]
         cfg = self.cfg
@@ -299,8 +310,9 @@ class Trainer:
                 hr = bicubic_down(batch["pix"].to(self.device).float() / 255, m // s)
             lc = cfg.loss
             teach = self.normalize(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None
+            lpips_fn = self.lpips_network() if st.weights.get("lpips") else None
             loss_s, t = stage_loss(st.weights, self.normalize(pred), self.normalize(tgt), img, hr, scale=s,
-                                   teacher_lat=teach,
+                                   teacher_lat=teach, lpips_fn=lpips_fn,
                                    down_factor=lc.down_for(s), fft_norm=lc.fft_norm, hf_sigma=lc.hf_sigma,
                                    hf_kernel=lc.hf_kernel, eagle_patch=lc.eagle_patch, eagle_cutoff=lc.eagle_cutoff)
             total = total + loss_s / len(heads)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lua_core.train import losses as L
+from lua_core.train.losses import stage_loss
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,3 +102,42 @@ def test_stage_loss_weights_and_errors():
         L.stage_loss({"pix_l1": 1.0}, a, b, None, None, scale=2, down_factor=2)
     with pytest.raises(ValueError):
         L.stage_loss({}, a, b, None, None, scale=2, down_factor=2)
+
+
+def test_lpips_term_uses_the_given_network_and_names_a_missing_one():
+    pred, tgt = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    lat = torch.zeros(2, 4, 1, 1)
+    calls = []
+
+    def fake_lpips(a, b):
+        calls.append((a.shape, b.shape))
+        return torch.tensor([0.25, 0.75])
+
+    loss, terms = stage_loss({"lpips": 2.0, "pix_l1": 1.0}, lat, lat, pred, tgt, scale=2, down_factor=2,
+                             lpips_fn=fake_lpips)
+    assert calls == [((2, 3, 8, 8), (2, 3, 8, 8))]
+    assert terms == {"pix_l1": 1.0, "lpips": 0.5} and float(loss) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="LPIPS network"):
+        stage_loss({"lpips": 1.0}, lat, lat, pred, tgt, scale=2, down_factor=2)
+
+
+def test_lpips_term_trains_through_the_real_network():
+    from lua_core.eval.perceptual import LPIPS, MetricUnavailable
+
+    try:
+        net = LPIPS("alex")
+    except MetricUnavailable as exc:
+        pytest.skip(str(exc))
+    torch.manual_seed(0)
+    target = torch.rand(1, 3, 64, 64)
+    pred = torch.full_like(target, 0.5).requires_grad_(True)
+    _, first = stage_loss({"lpips": 1.0}, pred, pred, pred, target, scale=2, down_factor=2, lpips_fn=net)
+    opt = torch.optim.Adam([pred], lr=0.02)
+    for _ in range(20):
+        loss, _ = stage_loss({"lpips": 1.0}, pred, pred, pred, target, scale=2, down_factor=2, lpips_fn=net)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    _, last = stage_loss({"lpips": 1.0}, pred, pred, pred, target, scale=2, down_factor=2, lpips_fn=net)
+    assert last["lpips"] < 0.5 * first["lpips"]
+    assert all(not p.requires_grad for p in net.parameters())
