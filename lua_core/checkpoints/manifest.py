@@ -12,7 +12,10 @@ Format (``format_version`` 1)::
                  "url": "https://...", "bundled": null, "license": "Apache-2.0",
                  "source": "...", "description": "..."}]}
 
-Every field is required (``null`` where allowed); unknown fields are rejected.
+Every field above is required (``null`` where allowed); unknown fields are rejected.  Optional:
+``status`` (``official``, ``release``: meets the quality bar of its model card, ``preview``: trained
+but below that bar), ``training`` (a JSON object: recipe, steps, hardware, time, evaluation figures)
+and ``model_card`` (relative path of the Markdown model card).
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ DEFAULT_MANIFEST_PATH = REPO_ROOT / MANIFEST_FILENAME
 
 KNOWN_FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux1", "flux2")
 KNOWN_CONFIGS: tuple[str, ...] = ("paper", "light")
+KNOWN_STATUSES: tuple[str, ...] = ("official", "release", "preview")
+OPTIONAL_FIELDS: tuple[str, ...] = ("status", "training", "model_card")
 WEIGHT_EXTENSIONS: tuple[str, ...] = (".pth", ".safetensors")
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -56,6 +61,9 @@ class ManifestEntry:
     license: str
     source: str
     description: str
+    status: Optional[str] = None
+    training: Optional[dict] = None
+    model_card: Optional[str] = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, label: str = "entry") -> "ManifestEntry":
@@ -63,7 +71,7 @@ class ManifestEntry:
         if not isinstance(data, Mapping):
             raise ValueError(f"{label}: must be a JSON object, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f"{label}: missing field(s) {', '.join(repr(m) for m in missing)}")
         unknown = sorted(set(data) - set(names))
@@ -130,13 +138,27 @@ class ManifestEntry:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise fail("url", "must be an http(s) URL or null")
 
-        bundled = text("bundled", nullable=True)
-        if bundled is not None:
-            rel = PurePosixPath(bundled)
-            if "\\" in bundled or rel.is_absolute() or ".." in rel.parts or re.match(r"^[A-Za-z]:", bundled):
-                raise fail("bundled", "must be a relative POSIX path inside the repository")
-            if rel.name != filename:
-                raise fail("bundled", f"must point at a file named {filename!r}")
+        def rel_path(field: str) -> Optional[str]:
+            value = text(field, nullable=True)
+            if value is not None:
+                rel = PurePosixPath(value)
+                if "\\" in value or rel.is_absolute() or ".." in rel.parts or re.match(r"^[A-Za-z]:", value):
+                    raise fail(field, "must be a relative POSIX path inside the repository")
+            return value
+
+        bundled = rel_path("bundled")
+        if bundled is not None and PurePosixPath(bundled).name != filename:
+            raise fail("bundled", f"must point at a file named {filename!r}")
+
+        status = text("status", nullable=True) if "status" in data else None
+        if status is not None and status not in KNOWN_STATUSES:
+            raise fail("status", f"must be one of {', '.join(KNOWN_STATUSES)} or null")
+        training = data.get("training")
+        if training is not None and not isinstance(training, dict):
+            raise fail("training", "must be a JSON object or null")
+        model_card = rel_path("model_card") if "model_card" in data else None
+        if model_card is not None and not model_card.endswith(".md"):
+            raise fail("model_card", "must be a Markdown (.md) file")
 
         return cls(
             name=name,
@@ -151,11 +173,15 @@ class ManifestEntry:
             license=text("license"),
             source=text("source"),
             description=text("description", allow_empty=True),
+            status=status,
+            training=training,
+            model_card=model_card,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of this entry (inverse of :meth:`from_dict`)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in OPTIONAL_FIELDS or getattr(self, f.name) is not None}
         out["scales"] = list(self.scales)
         return out
 

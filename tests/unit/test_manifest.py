@@ -273,3 +273,26 @@ def test_entries_are_immutable():
     with pytest.raises(Exception):
         e.name = "x"  # type: ignore[misc]
     assert copy.deepcopy(e) == e
+
+
+def test_optional_status_training_and_model_card_fields():
+    plain = ManifestEntry.from_dict(valid_entry())
+    assert plain.status is None and plain.training is None and plain.model_card is None
+    assert "status" not in plain.to_dict()  # absent stays absent
+    full = ManifestEntry.from_dict(valid_entry(status="preview", training={"steps": 2000},
+                                               model_card="weights/lua_test.md"))
+    assert ManifestEntry.from_dict(full.to_dict()) == full
+    for field, value, problem in [("status", "great", "one of"), ("training", [1], "JSON object"),
+                                  ("model_card", "../card.md", "relative POSIX path"),
+                                  ("model_card", "weights/card.txt", "Markdown")]:
+        with pytest.raises(ValueError, match=f"field '{field}' must .*{problem}"):
+            ManifestEntry.from_dict(valid_entry(**{field: value}))
+
+
+def test_shipped_entries_have_cards_and_training_summaries():
+    for entry in Manifest.load():
+        if entry.bundled is None:
+            continue
+        assert entry.status in ("release", "preview"), entry.name
+        assert entry.model_card and (REPO_ROOT / entry.model_card).is_file(), entry.name
+        assert {"recipe", "hardware", "evaluation"} <= set(entry.training or {}), entry.name

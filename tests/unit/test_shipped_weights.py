@@ -1,0 +1,48 @@
+"""The adapters bundled in weights/ against the baselines a user would otherwise pick, on real validation
+photographs decoded with each family's tiny autoencoder (issue 4's shipping bar, checked in CI).
+
+A ``release`` adapter must beat decode + pixel bicubic in PSNR at every scale it serves; a ``preview`` one
+is below that bar (its model card says by how much) and must still clearly beat every latent upscaler.
+The manifest's status must agree with what is measured here, so a stale claim fails either way.
+"""
+from __future__ import annotations
+
+import pytest
+
+from lua_core.checkpoints.manifest import REPO_ROOT, Manifest
+from lua_core.eval import evaluate
+
+BUNDLED = [e for e in Manifest.load() if e.bundled is not None]
+IMAGES = 4      # spread over ../shared/data/val
+CROP = 128      # px; x4 inputs are 32 px images (4x4 latents, FLUX.2 packs 2x2)
+LATENT_PATHS = ("latent_nearest", "latent_bilinear", "latent_bicubic", "latent_bislerp")
+MIN_GAIN_DB = 1.5  # a preview adapter's margin over the best latent upscaler
+
+
+@pytest.fixture(scope="module", params=BUNDLED, ids=[e.family for e in BUNDLED])
+def measured(request, shared_dir, one_torch_thread):
+    entry = request.param
+    crop = CROP * (2 if entry.family == "flux2" else 1)  # FLUX.2's packed x4 input needs 64 px crops
+    result = evaluate(None, REPO_ROOT / entry.bundled, shared_dir / "data" / "val", entry.scales, crop, IMAGES,
+                      perceptual=False)
+    return entry, result
+
+
+def test_status_agrees_with_the_pixel_bicubic_bar(measured):
+    entry, result = measured
+    gaps = {key: rows["lua"]["psnr"] - rows["pixel_bicubic"]["psnr"] for key, rows in result["results"].items()}
+    beats = all(g > 0 for g in gaps.values())
+    if entry.status == "release":
+        assert beats, f"{entry.name} is marked release but trails decode + pixel bicubic: {gaps} dB"
+    else:
+        assert entry.status == "preview" and not beats, (
+            f"{entry.name} is marked {entry.status} but beats pixel bicubic ({gaps} dB): update its status and card")
+
+
+def test_beats_every_latent_upscaler(measured):
+    entry, result = measured
+    for key, rows in result["results"].items():
+        best = max(rows[p]["psnr"] for p in LATENT_PATHS)
+        assert rows["lua"]["psnr"] > best + MIN_GAIN_DB, (entry.name, key, rows["lua"]["psnr"], best)
+        assert rows["lua"]["ssim"] > max(rows[p]["ssim"] for p in LATENT_PATHS), (entry.name, key)
+        assert rows["lua"]["psnr"] < rows["vae_ceiling"]["psnr"]  # nothing beats the autoencoder's own round trip
