@@ -251,13 +251,15 @@ def run_tiling(spec: dict) -> dict:
             if i >= spec["warmup"]:
                 samples.append(time.perf_counter() - t0)
         peak = _peak_rss_mb()
+        chunks = None if plan.chunks is None else {"trunk_px": plan.chunks.trunk, "head_rows": plan.chunks.head_rows(n)}
         result = {"samples": samples, "rss_after_build_mb": rss_built, "peak_rss_mb": peak,
                   "plan": {"tile": list(plan.shape) if plan.tile else 0, "overlap": plan.overlap,
                            "tiles": count_tiles(n, n, plan.shape, plan.overlap, win) if plan.tile else 1,
-                           "pixel_overhead": pixel_overhead(n, n, plan.shape, plan.overlap, win) if plan.tile else 1.0}}
+                           "pixel_overhead": pixel_overhead(n, n, plan.shape, plan.overlap, win) if plan.tile else 1.0,
+                           "chunks": chunks}}
         if device.type == "cuda":
             result["max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        if plan.tile:
+        if plan.tile or plan.chunks is not None:
             ref = net(z, s)
             result["max_abs_diff_vs_untiled"] = float((out - ref).abs().max())
             result["mean_abs_diff_vs_untiled"] = float((out - ref).abs().mean())
@@ -499,7 +501,8 @@ def summarise(rows: list[dict]) -> dict:
             item = {"case": sp["case"], "latent": sp["latent"], "scale": sp["scale"], "seconds": r["median_s"],
                     "time_overhead": (r["median_s"] / base_t - 1.0) if base_t else None,
                     "pixel_overhead": r["plan"]["pixel_overhead"] - 1.0, "tiles": r["plan"]["tiles"],
-                    "tile": r["plan"]["tile"], "overlap": r["plan"]["overlap"], "peak_rss_mb": r["peak_rss_mb"],
+                    "tile": r["plan"]["tile"], "overlap": r["plan"]["overlap"], "chunks": r["plan"].get("chunks"),
+                    "peak_rss_mb": r["peak_rss_mb"],
                     "max_abs_diff_vs_untiled": r.get("max_abs_diff_vs_untiled")}
             if sp["tile"]:
                 item["previous_plan_pixel_overhead"] = legacy_pixel_overhead(sp["latent"], sp["tile"], sp["overlap"]) ** 2 - 1
@@ -616,12 +619,15 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append("")
     if s["tiling"]:
         lines += ["## Tiling (light config)", "",
+                  "Budgets are fractions of the engine's estimate of the plain pass's peak; *chunked*: one pass "
+                  "with windows and head rows in bands (same numbers; see `python -m lua_core.bench.chunking`).", "",
                   "| case | latent | tiles | tile (h, w) / overlap | time | time overhead | pixel overhead "
                   "| previous plan pixel overhead | peak RSS (MB) | max abs diff vs untiled |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for t in s["tiling"]:
             lines.append(
-                f"| {t['case']} | {t['latent']}² x{t['scale']} | {t['tiles']} | {t['tile']} / {t['overlap']} | "
+                f"| {t['case']} | {t['latent']}² x{t['scale']} | {t['tiles']} | {t['tile']} / {t['overlap']}"
+                f"{', chunked' if t.get('chunks') else ''} | "
                 f"{_fmt_s(t['seconds'])} | {_fmt_r(100 * t['time_overhead'] if t['time_overhead'] is not None else None, ' %')} | "
                 f"{100 * t['pixel_overhead']:.1f} % | "
                 f"{_fmt_r(100 * t['previous_plan_pixel_overhead'] if 'previous_plan_pixel_overhead' in t else None, ' %')} | "
@@ -653,6 +659,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--case-timeout", type=float, default=1800.0)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for bench.json, bench.md, bench.svg")
     p.add_argument("--from-json", default=None, help="rebuild the reports from an earlier bench.json (no runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT/bench.partial.json (same options)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tiny models: the harness's own test
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -677,16 +685,27 @@ def main(argv: Optional[list[str]] = None) -> int:
                               "load_start": _load()}
     t_start = time.time()
     results: dict[str, list[dict]] = {}
+    done: set[tuple[int, str]] = set()
+    partial = out_dir / "bench.partial.json"
+    if a.resume and partial.exists():
+        state = json.loads(partial.read_text())
+        results, done = state["results"], {(int(r), k) for r, k in state["done"]}
+        report["load_start"], t_start = state["load_start"], time.time() - state["elapsed_s"]
     for r in range(rounds):
         order = cases if r % 2 == 0 else list(reversed(cases))  # interleave and alternate the order
         for i, spec in enumerate(order):
             key = case_key(spec)
+            if (r, key) in done:
+                continue
             t0 = time.time()
             res = run_spec(spec) if a.in_process else run_in_child(spec, a.case_timeout)
             results.setdefault(key, []).append(res)
+            done.add((r, key))
             status = res.get("error", "ok")[:200]
             print(f"[round {r + 1}/{rounds} case {i + 1}/{len(order)}] {key}: {time.time() - t0:.1f} s {status}",
                   file=sys.stderr, flush=True)
+            partial.write_text(json.dumps({"results": results, "done": sorted(done), "load_start": report["load_start"],
+                                           "elapsed_s": time.time() - t_start}))
     if "macs" in a.groups:
         report["macs"] = [row for cfg in a.configs.split(",") for fam in a.families.split(",")
                           for row in count_macs(cfg, fam, tiny=a.tiny)]
@@ -698,7 +717,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     report["raw"] = results
     report["load_end"] = _load()
     report["wall_s"] = time.time() - t_start
-    return write_reports(report, out_dir)
+    rc = write_reports(report, out_dir)
+    partial.unlink(missing_ok=True)
+    return rc
 
 
 def write_reports(report: dict, out_dir: Path) -> int:

@@ -1,28 +1,133 @@
-"""Memory estimates used to pick a tile size automatically."""
+"""Memory estimates: when one pass fits, which chunks fit, which tiles fit."""
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ..model.config import LUAConfig
+from ..model.network import Chunks
 
 CPU_BUDGET_CAP = 2 << 30  # bytes; beyond this CPU speed gains from bigger tiles are negligible
 CPU_BUDGET_FRACTION = 0.3
 GPU_BUDGET_FRACTION = 0.6
 
 
+# Estimates are multiplied by this: allocator slack and the small tensors the model ignores.
+MARGIN = 1.1
+# The chunked head streams bands of at least this many rows (fewer only for shorter latents).
+HEAD_MIN_ROWS = 2
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Peak activation sizes of one forward pass, in elements per *input* latent pixel of one image.
+
+    ``plain``: the single full pass (``LUANet.forward``).  The chunked pass
+    (``forward(..., chunks=...)``) holds ``trunk_keep`` per pixel of the whole latent
+    plus ``trunk_chunk`` per pixel of one trunk chunk while the trunk runs, then
+    ``head_keep`` per latent pixel plus ``head_chunk`` per latent pixel of one head band.
+
+    Calibrated on CPU (peak RSS of a child process, ``MALLOC_MMAP_THRESHOLD_`` fixed so
+    freed blocks leave RSS) to within a few per cent for the light and paper configs
+    at x2/x4: the plain peak is either the trunk's attention step (three maps held:
+    first conv output, residual-group skip, block input; plus qkv, attention output,
+    concatenation and projection of every window) or the last upsampling stage of the
+    head (conv output and its pixel shuffle at 4x the channels).  Attention scores are
+    never materialised by the fused kernels (CPU flash, CUDA memory-efficient), so they
+    are not counted.
+    """
+
+    plain: float
+    trunk_keep: float
+    trunk_chunk: float
+    head_keep: float
+    head_chunk: float
+
+
+def footprint(config: LUAConfig, scale: int) -> Footprint:
+    e, f, c, r = config.embed_dim, config.head_num_feat, config.in_chans, config.mlp_ratio
+    levels = max(int(scale).bit_length() - 1, 1)
+    last = 4 ** (levels - 1)  # input pixels of the last upsampling stage per latent pixel
+    window_step = 8 * e  # window buffer + norm, qkv (3), attention output + concatenation (2), projection
+    mlp_step = (2 + 2 * r) * e  # window buffer + norm, hidden features + activation
+    inputs = 3 * c  # the latent, normalised, padded
+    trunk_plain = 3 * e + max(window_step, (1 + 2 * r) * e)
+    head_plain = e + max(8 * f * last, (f + c) * 4 * last)
+    tail = 3 * c * scale * scale  # crop, bicubic skip, normalisation
+    return Footprint(
+        plain=max(trunk_plain, head_plain, tail) + inputs,
+        trunk_keep=2 * e + inputs,
+        trunk_chunk=max(window_step, mlp_step),
+        head_keep=e + c * scale * scale + inputs,
+        # last upsampling stage: its input band, line-buffered copy, conv output, pixel shuffle
+        head_chunk=max(10 * f * last, (2 * f + c) * 4 * last),
+    )
+
+
+def _elem_size(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
+
+
 def bytes_per_pixel(config: LUAConfig, scale: int, dtype: torch.dtype) -> float:
-    """Rough peak activation bytes per *input* latent pixel for one forward pass at ``scale``."""
-    e, f, n = config.embed_dim, config.head_num_feat, config.window_size ** 2
-    heads = max(config.num_heads)
-    trunk = e * (6 + config.mlp_ratio)
-    attention = 3 * n * heads  # scores, softmax output, bias+shift mask
-    head = f * (1 + sum(8 * 4 ** i for i in range(int(scale).bit_length() - 1)))
-    out = config.in_chans * scale * scale * 3
-    size = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
-    return float(size * (trunk + attention + head + out))
+    """Estimated peak activation bytes per *input* latent pixel of one plain forward pass at ``scale``."""
+    return float(math.ceil(footprint(config, scale).plain * _elem_size(dtype) * MARGIN))
+
+
+def _window_pad(n: int, w: int) -> int:
+    return -(-n // w) * w
+
+
+def chunk_plan(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype,
+               budget: Optional[int], device: torch.device) -> Optional[Chunks]:
+    """The largest chunks with which the chunked pass over the whole latent fits the budget, or None.
+
+    None when even the maps the chunked pass must hold (two trunk maps; then the trunk
+    output and the result) plus the smallest trunk chunk (one row, and one window) and
+    :data:`HEAD_MIN_ROWS` rows of head band exceed the budget: then spatial tiles are
+    needed.
+    """
+    budget = default_budget(device) if budget is None else int(budget)
+    fp = footprint(config, scale)
+    w = config.window_size
+    hp, wp = _window_pad(height, w), _window_pad(width, w)
+    area = hp * wp
+    avail = budget / (_elem_size(dtype) * max(batch, 1) * MARGIN)
+    trunk = (avail - fp.trunk_keep * area) / fp.trunk_chunk
+    head = (avail - fp.head_keep * area) / fp.head_chunk
+    if trunk < max(wp, w * w) or head < min(HEAD_MIN_ROWS, hp) * wp:
+        return None
+    return Chunks(int(min(trunk, area)), int(min(head, area)))
+
+
+def plan_memory(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype,
+                budget: Optional[int], device: torch.device,
+                overlap: int) -> tuple[int, int, Optional[Chunks]]:
+    """``(tile_h, tile_w, chunks)`` for the automatic mode; ``(0, 0, None)``: one plain pass.
+
+    In order of preference: one plain pass if it fits; else one chunked pass (same
+    numbers, no overlap, about the same time) with the largest chunks that fit; else
+    evenly sized spatial tiles (see :func:`auto_tile_shape`) each run chunked.
+    """
+    budget = default_budget(device) if budget is None else int(budget)
+    w = config.window_size
+    if _window_pad(height, w) * _window_pad(width, w) * bytes_per_pixel(config, scale, dtype) * max(batch, 1) <= budget:
+        return 0, 0, None
+    chunks = chunk_plan(config, scale, batch, height, width, dtype, budget, device)
+    if chunks is not None:
+        return 0, 0, chunks
+    th, tw = auto_tile_shape(config, scale, batch, height, width, dtype, budget, device, overlap, chunked=True)
+    from .tiling import tile_spans
+
+    largest_h = max(b - a for a, b in tile_spans(height, th, overlap, w))
+    largest_w = max(b - a for a, b in tile_spans(width, tw, overlap, w))
+    chunks = chunk_plan(config, scale, batch, largest_h, largest_w, dtype, budget, device)
+    if chunks is None:  # nothing fits: the smallest chunks
+        chunks = Chunks(max(w * w, _window_pad(largest_w, w)), HEAD_MIN_ROWS * _window_pad(largest_w, w))
+    return th, tw, chunks
 
 
 def available_memory(device: torch.device) -> int:
@@ -66,8 +171,13 @@ def auto_tile_size(config: LUAConfig, scale: int, batch: int, height: int, width
 
 
 def auto_tile_shape(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype,
-                    budget: Optional[int], device: torch.device, overlap: int) -> tuple[int, int]:
+                    budget: Optional[int], device: torch.device, overlap: int,
+                    chunked: bool = False) -> tuple[int, int]:
     """``(tile_h, tile_w)`` for the cheapest evenly tiled plan that fits the budget; ``(0, 0)``: no tiling.
+
+    ``chunked``: the tiles run the chunked pass (a tile fits when its held maps plus the
+    smallest trunk chunk and :data:`HEAD_MIN_ROWS` rows of head band fit), else the
+    plain pass.
 
     Every grid of ``n_h x n_w`` evenly sized tiles (see :mod:`.tiling`) whose largest
     tile fits the budget is a candidate; the one computing the fewest pixels in total
@@ -84,6 +194,19 @@ def auto_tile_shape(config: LUAConfig, scale: int, batch: int, height: int, widt
     if pad(height) * pad(width) * per_px <= budget:
         return 0, 0
     max_area = budget / per_px
+    fp = footprint(config, scale)
+    avail = budget / (_elem_size(dtype) * max(batch, 1) * MARGIN)
+
+    def max_width(th: int) -> int:
+        """Widest window-multiple tile of (padded) height ``th`` that fits."""
+        if not chunked:
+            return int(max_area // th) // w * w
+        rows = min(HEAD_MIN_ROWS, th)
+        by_head = avail / (fp.head_keep * th + fp.head_chunk * rows)
+        by_trunk = min(avail / (fp.trunk_keep * th + fp.trunk_chunk),  # one row of trunk chunk
+                       (avail - fp.trunk_chunk * w * w) / (fp.trunk_keep * th))  # one window
+        return int(min(by_head, by_trunk)) // w * w
+
     best: Optional[tuple[int, int]] = None
     best_shape = (0, 0)
     for nh in range(1, max(1, height // w) + 1):
@@ -94,7 +217,7 @@ def auto_tile_shape(config: LUAConfig, scale: int, batch: int, height: int, widt
             if th >= height or th <= overlap or th < 2 * w:
                 continue
         ys = tile_spans(height, th, overlap, w)
-        tw_max = int(max_area // pad(th)) // w * w
+        tw_max = max_width(pad(th))
         if tw_max < 2 * w or tw_max <= overlap:
             continue
         tw = width if tw_max >= pad(width) else tw_max

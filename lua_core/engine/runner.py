@@ -7,9 +7,9 @@ from typing import Callable, Optional
 
 import torch
 
-from ..model.network import LUANet, pad_to_multiple
+from ..model.network import Chunks, LUANet, pad_to_multiple
 from .errors import UpscaleCancelled
-from .memory import auto_tile_shape, auto_tile_size
+from .memory import auto_tile_size, bytes_per_pixel, chunk_plan, plan_memory
 from .tiling import count_tiles, run_tiled
 
 log = logging.getLogger(__name__)
@@ -23,12 +23,15 @@ class TilePlan:
     """How one upscale is split: ``tile`` 0 means the whole latent in one pass.
 
     ``tile`` is the tile height and, unless ``tile_w`` is set, also its width.
+    ``chunks`` (None: the plain pass) runs each pass (the whole latent or each tile)
+    chunked: same numbers, bounded memory, no overlap.
     """
 
     tile: int
     overlap: int
     batch_chunk: int
     tile_w: Optional[int] = None
+    chunks: Optional[Chunks] = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -47,10 +50,12 @@ def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int
                memory_budget: Optional[int]) -> TilePlan:
     """Resolve the user's tiling options against the model and input size.
 
-    Automatic tiles (``tile_size`` None) only appear when one pass does not fit the
-    memory budget; then the grid computing the fewest pixels that fits is chosen
-    (tiles as large as the budget allows, possibly non-square) with an overlap of
-    one window unless ``overlap`` is given.
+    Automatic mode (``tile_size`` None): one plain pass when it fits the memory
+    budget; else one chunked pass (windows and head rows in bands: same numbers, about
+    the same time) when that fits; only else spatial tiles, the grid computing the
+    fewest pixels that fits (tiles as large as the budget allows, possibly
+    non-square), each run chunked, with an overlap of one window unless ``overlap``
+    is given.  An explicit ``tile_size`` gives plain spatial tiles of that size.
     """
     cfg = net.config
     w = cfg.window_size
@@ -58,9 +63,10 @@ def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int
     if overlap is not None and overlap < 0:
         raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
     tile_w: Optional[int] = None
+    chunks: Optional[Chunks] = None
     if tile_size is None:
-        tile, tile_w = auto_tile_shape(cfg, scale, 1, h, wd, x.dtype, memory_budget, x.device,
-                                       w if overlap is None else int(overlap))
+        tile, tile_w, chunks = plan_memory(cfg, scale, 1, h, wd, x.dtype, memory_budget, x.device,
+                                           w if overlap is None else int(overlap))
         if overlap is None:
             overlap = w if tile else 0
     elif tile_size < 0:
@@ -79,9 +85,9 @@ def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int
         tile_w = None
     chunk = b
     if tile or tile_size is None:
-        # several tiles' worth of memory never go to one pass: split the batch too
-        chunk = 1 if tile else max(1, min(b, _batch_that_fits(net, x, scale, memory_budget)))
-    return TilePlan(tile, int(overlap), chunk, tile_w)
+        # several tiles' (or chunked passes') worth of memory never go to one pass: split the batch too
+        chunk = 1 if (tile or chunks) else max(1, min(b, _batch_that_fits(net, x, scale, memory_budget)))
+    return TilePlan(tile, int(overlap), chunk, tile_w, chunks)
 
 
 def _batch_that_fits(net: LUANet, x: torch.Tensor, scale: int, budget: Optional[int]) -> int:
@@ -97,11 +103,15 @@ def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional
                 progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> torch.Tensor:
     """``(B, C, H, W)`` model-layout latent -> ``(B, C, H*scale, W*scale)`` with head ``x{scale}``.
 
-    ``tile_size`` None picks tiles from a memory estimate, 0 disables tiling.  On an
-    out-of-memory error the tile size is halved and the run restarts (down to two windows).
+    ``tile_size`` None picks a plain pass, a chunked pass or tiles from a memory
+    estimate (see :func:`plan_tiles`), 0 disables tiling.  On an out-of-memory error
+    the batch is split, then a plain pass turns chunked (with the chunks that fit a
+    quarter of its estimated peak), then the tile size is halved (down to two
+    windows), and the run restarts.
     """
     plan = plan_tiles(net, x, scale, tile_size, tile_overlap, memory_budget)
-    min_tile = 2 * net.config.window_size
+    window = net.config.window_size
+    min_tile = 2 * window
     while True:
         try:
             return _execute(net, x, scale, plan, progress, cancel)
@@ -109,15 +119,22 @@ def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional
             if not is_oom(exc):
                 raise
             h, w = x.shape[-2:]
-            current = max(plan.shape) if plan.tile else max(h, w)
+            th, tw = plan.shape if plan.tile else (h, w)
+            current = max(th, tw)
             if plan.batch_chunk > 1:
-                plan = TilePlan(plan.tile, plan.overlap, max(1, plan.batch_chunk // 2))
+                plan = TilePlan(plan.tile, plan.overlap, max(1, plan.batch_chunk // 2), plan.tile_w, plan.chunks)
+            elif plan.chunks is None:
+                chunks = chunk_plan(net.config, scale, 1, th, tw, x.dtype,
+                                    int(bytes_per_pixel(net.config, scale, x.dtype) * th * tw / 4), x.device)
+                plan = TilePlan(plan.tile, plan.overlap, 1, plan.tile_w,
+                                chunks or Chunks(max(window * window, tw), 2 * tw))
             elif current // 2 >= min_tile:
-                tile = (current // 2) // net.config.window_size * net.config.window_size
-                plan = TilePlan(tile, min(plan.overlap or max(net.config.window_size, tile // 4), tile // 2), 1)
+                tile = (current // 2) // window * window
+                plan = TilePlan(tile, min(plan.overlap or max(window, tile // 4), tile // 2), 1, None, plan.chunks)
             else:
                 raise
-            log.warning("LUA: out of memory, retrying with tile %s and batch chunk %s", plan.tile, plan.batch_chunk)
+            log.warning("LUA: out of memory, retrying with tile %s, batch chunk %s, chunks %s",
+                        plan.tile, plan.batch_chunk, plan.chunks)
             if x.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -142,13 +159,15 @@ def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress:
         if cancel is not None and cancel():
             raise UpscaleCancelled("LUA upscale cancelled")
 
+    extra = {} if plan.chunks is None else {"chunks": plan.chunks}
+
     def forward(piece: torch.Tensor) -> torch.Tensor:
         check_cancel()
-        return net(piece, scale)
+        return net(piece, scale, **extra)
 
     def forward_without_skip(piece: torch.Tensor) -> torch.Tensor:
         check_cancel()
-        return net(piece, scale, skip=False)
+        return net(piece, scale, skip=False, **extra)
 
     outputs = []
     for start in chunks:

@@ -16,6 +16,15 @@ the unshifted positions with the residual add fused in.  This is exactly SwinIR'
 roll / partition / masked attention / merge / roll back, with the same numbers up to
 float rounding.
 
+Memory-bounded inference (``forward_chunked``, used by the engine when one pass does
+not fit the memory budget) works *in place* on the feature map, a chunk of windows (a
+band of window rows, or part of one) at a time: gather the chunk's windows, norm,
+attention, residual, norm, MLP, residual, all in window layout, then scatter back into
+the same positions.  Windows are disjoint and a
+block's output at a pixel depends only on its own window, so this is the same
+arithmetic as the full pass with no overlap and no recompute; only the per-window
+temporaries (qkv, attention output, MLP hidden features) are bounded by the band.
+
 With autograd recording (training) the classic roll/partition form runs, with the
 mask broadcast over the batch.  The relative-position bias is cached per parameter
 version and the shift masks per resolution/device/dtype.
@@ -110,6 +119,43 @@ def shift_bands(length: int, window: int, shift: int) -> list[Band]:
     tail = window - shift
     bands.append((1, ((length - tail, length, 0), (0, shift, tail)), 1))
     return bands
+
+
+def split_bands(bands: list[Band], max_windows: int, window: int) -> list[list[Band]]:
+    """Group the bands of :func:`shift_bands` (one axis) into chunks of at most ``max_windows`` windows.
+
+    A band of several non-wrapping windows is cut into sub-bands; the wrap-around band
+    (one window) joins the last chunk when there is room.  Every window along the axis
+    lands in exactly one chunk, in order.
+    """
+    max_windows = max(1, int(max_windows))
+    chunks: list[list[Band]] = []
+    room = 0
+    for n, segs, kind in bands:
+        if kind == 0 and len(segs) == 1:
+            s0, _, off = segs[0]
+            i = 0
+            while i < n:
+                if room == 0:
+                    chunks.append([])
+                    room = max_windows
+                k = min(room, n - i)
+                chunks[-1].append((k, ((s0 + i * window, s0 + (i + k) * window, off),), kind))
+                i += k
+                room -= k
+        else:
+            if room < n:
+                chunks.append([])
+                room = max(max_windows, n)
+            chunks[-1].append((n, segs, kind))
+            room -= n
+    return chunks
+
+
+def row_bands(length: int, rows: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive bands of at most ``rows`` rows covering ``[0, length)``."""
+    rows = max(1, int(rows))
+    return [(a, min(a + rows, length)) for a in range(0, length, rows)]
 
 
 def _window_views(t: torch.Tensor, rows: Band, cols: Band):
@@ -261,38 +307,89 @@ class SwinBlock(nn.Module):
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
         return x + y
 
-    def _attention_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + attention`` without autograd: no roll, four window kinds, fused residual add."""
-        b, h, w, c = x.shape
+    def _groups(self, x: torch.Tensor, row_bands_: list[Band], col_bands: Optional[list[Band]] = None):
+        """Window groups ``(rows, cols)`` of the given bands, their window counts and shift patterns."""
+        b, _, w, _ = x.shape
         ws, shift = self.window, self.shift
-        y = self.norm1(x)
-        groups = [(r, k) for r in shift_bands(h, ws, shift) for k in shift_bands(w, ws, shift)]
+        cols = shift_bands(w, ws, shift) if col_bands is None else col_bands
+        groups = [(r, k) for r in row_bands_ for k in cols]
         counts = [b * r[0] * k[0] for r, k in groups]
-        # gather: every window lands in one contiguous buffer, kind by kind (one pass over y)
-        buf = y.new_empty(sum(counts), ws, ws, c)
-        start = 0
-        for (rows, cols), count in zip(groups, counts):
-            dest = buf[start:start + count].view(b, rows[0], cols[0], ws, ws, c)
-            for region, (ro, lr), (co, lc) in _window_views(y, rows, cols):
-                dest[:, :, :, ro:ro + lr, co:co + lc].copy_(region)
-            start += count
-        del y
         patterns: list[Optional[torch.Tensor]] = [None] * len(groups)
         if shift:
             kinds = cached_shift_mask(2 * ws, 2 * ws, ws, shift, x.device, x.dtype)  # (4, N, N)
             patterns = [kinds[2 * r[2] + k[2]] if (r[2] or k[2]) else None for r, k in groups]
+        return groups, counts, patterns
+
+    def _gather(self, src: torch.Tensor, groups, counts) -> torch.Tensor:
+        """Every window of ``groups`` from ``src`` ``(B, H, W, C)`` into one ``(windows, ws, ws, C)`` buffer."""
+        b, _, _, c = src.shape
+        ws = self.window
+        buf = src.new_empty(sum(counts), ws, ws, c)
+        start = 0
+        for (rows, cols), count in zip(groups, counts):
+            dest = buf[start:start + count].view(b, rows[0], cols[0], ws, ws, c)
+            for region, (ro, lr), (co, lc) in _window_views(src, rows, cols):
+                dest[:, :, :, ro:ro + lr, co:co + lc].copy_(region)
+            start += count
+        return buf
+
+    def _scatter(self, win: torch.Tensor, groups, counts, out: torch.Tensor,
+                 residual: Optional[torch.Tensor]) -> None:
+        """Write windows ``win`` back to their positions in ``out``, plus ``residual`` there when given."""
+        b, _, _, c = out.shape
+        ws = self.window
+        start = 0
+        for (rows, cols), count in zip(groups, counts):
+            src = win[start:start + count].view(b, rows[0], cols[0], ws, ws, c)
+            if residual is None:
+                for dest, (ro, lr), (co, lc) in _window_views(out, rows, cols):
+                    dest.copy_(src[:, :, :, ro:ro + lr, co:co + lc])
+            else:
+                for (dest, (ro, lr), (co, lc)), (res, _, _) in zip(_window_views(out, rows, cols),
+                                                                   _window_views(residual, rows, cols)):
+                    torch.add(res, src[:, :, :, ro:ro + lr, co:co + lc], out=dest)
+            start += count
+
+    def _attention_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + attention`` without autograd: no roll, four window kinds, fused residual add."""
+        b, h, w, c = x.shape
+        ws = self.window
+        groups, counts, patterns = self._groups(x, shift_bands(h, ws, self.shift))
+        # gather: every window lands in one contiguous buffer, kind by kind (one pass over y)
+        buf = self._gather(self.norm1(x), groups, counts)
         att = self.attn.attend(buf.view(-1, ws * ws, c), counts, patterns)
         del buf
         # scatter back to the unshifted positions, adding the residual on the way (one pass)
         out = torch.empty_like(x)
-        start = 0
-        for (rows, cols), count in zip(groups, counts):
-            src = att[start:start + count].view(b, rows[0], cols[0], ws, ws, c)
-            for (dest, (ro, lr), (co, lc)), (res, _, _) in zip(_window_views(out, rows, cols),
-                                                               _window_views(x, rows, cols)):
-                torch.add(res, src[:, :, :, ro:ro + lr, co:co + lc], out=dest)
-            start += count
+        self._scatter(att, groups, counts, out, x)
         return out
+
+    def forward_chunked(self, x: torch.Tensor, max_windows: int) -> torch.Tensor:
+        """The whole block on ``x`` ``(B, H, W, C)`` **in place**, at most ``max_windows`` windows per image at a time.
+
+        No autograd.  Chunks are bands of whole window rows, or pieces of one window row
+        when a row holds more than ``max_windows`` windows.  Per chunk: gather its
+        windows, then ``x + attn(norm1(x))`` and ``x + mlp(norm2(x))`` in window layout
+        (both per pixel of the chunk's own windows), then scatter back.  Returns ``x``.
+        """
+        b, h, w, c = x.shape
+        ws = self.window
+        n = ws * ws
+        rows = shift_bands(h, ws, self.shift)
+        cols = shift_bands(w, ws, self.shift)
+        per_row = w // ws
+        max_windows = max(1, int(max_windows))
+        if max_windows >= per_row:
+            chunks = [(r, cols) for r in split_bands(rows, max_windows // per_row, ws)]
+        else:
+            chunks = [(r, k) for r in split_bands(rows, 1, ws) for k in split_bands(cols, max_windows, ws)]
+        for row_chunk, col_chunk in chunks:
+            groups, counts, patterns = self._groups(x, row_chunk, col_chunk)
+            win = self._gather(x, groups, counts).view(-1, n, c)
+            win.add_(self.attn.attend(self.norm1(win), counts, patterns))
+            win.add_(self.mlp(self.norm2(win)))
+            self._scatter(win, groups, counts, x, None)
+        return x
 
 
 class BlockGroup(nn.Module):
@@ -310,6 +407,15 @@ class BlockGroup(nn.Module):
             x = block(x)
         return x
 
+    def forward_chunked(self, x: torch.Tensor, pixels: int) -> torch.Tensor:
+        """Every block in place on ``x`` (no autograd), chunks of at most ``pixels`` pixels per image.
+
+        At least one window per chunk.
+        """
+        for block in self.blocks:
+            block.forward_chunked(x, pixels // (block.window * block.window))
+        return x
+
 
 class RSTB(nn.Module):
     """Residual Swin transformer block: blocks, a 3x3 conv, and a skip."""
@@ -324,3 +430,31 @@ class RSTB(nn.Module):
         y = self.residual_group(x).permute(0, 3, 1, 2)
         y = self.conv(y).permute(0, 2, 3, 1)
         return y + x
+
+    def forward_chunked(self, x: torch.Tensor, pixels: int) -> torch.Tensor:
+        """``x + conv(blocks(x))`` **in place** in ``x`` ``(B, H, W, C)`` (no autograd).
+
+        One working copy of the map (the skip needs ``x``); the blocks run in chunks of
+        at most ``pixels`` pixels of windows, the 3x3 conv in bands of as many whole rows
+        (at least one; one row of halo read from the map, no recompute) added straight
+        into ``x``.
+        """
+        y = self.residual_group.forward_chunked(x.clone(), pixels)
+        yc = y.permute(0, 3, 1, 2)
+        for a, b in row_bands(x.shape[1], pixels // x.shape[2]):
+            x[:, a:b].add_(conv_rows(self.conv, yc, a, b).permute(0, 2, 3, 1))
+        return x
+
+
+def conv_rows(conv: nn.Conv2d, x: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Rows ``[a, b)`` of ``conv(x)`` for a 3x3, stride-1, padding-1 ``conv`` on ``x`` ``(B, C, H, W)``.
+
+    Reads rows ``a-1 .. b`` of ``x`` (zero rows beyond the edges, as the conv's own
+    padding) and pads only the width, so the band is exactly those rows of the full conv.
+    """
+    h = x.shape[2]
+    piece = x[:, :, max(a - 1, 0):min(b + 1, h)]
+    top, bottom = int(a == 0), int(b == h)
+    if top or bottom:
+        piece = F.pad(piece, (0, 0, top, bottom))
+    return F.conv2d(piece, conv.weight, conv.bias, stride=1, padding=(0, 1))

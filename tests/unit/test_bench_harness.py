@@ -26,7 +26,11 @@ def test_harness_end_to_end_on_tiny_models(tmp_path):
     assert s["impl"][0]["max_abs_diff"] < 1e-4
     cases = {t["case"]: t for t in s["tiling"]}
     assert cases["untiled"]["tiles"] == 1 and cases["auto (fits: untiled)"]["tiles"] == 1
-    assert cases["auto, budget 0.5x untiled"]["tiles"] > 1
+    # half the plain pass's estimate: one chunked pass (same numbers), or tiles if even that does not fit
+    tight = cases["auto, budget 0.5x untiled"]
+    assert tight["chunks"] is not None or tight["tiles"] > 1
+    if tight["tiles"] == 1:
+        assert tight["max_abs_diff_vs_untiled"] < 1e-5
     assert report["machine"]["torch"] == torch.__version__
     md = (tmp_path / "bench.md").read_text()
     assert "## Pipelines" in md and "## Tiling" in md and "straightforward" in md
@@ -59,3 +63,30 @@ def test_decoder_is_the_kl_decoder_architecture(family, params):
     assert dec.num_parameters() == params  # the published decoders' parameter counts
     assert tuple(out.shape) == (1, 3, 40, 56)
     assert set(DECODER_CONFIGS) >= {"sdxl", "sd3", "flux1"}
+
+
+def test_resume_skips_the_cases_an_interrupted_run_finished(tmp_path, monkeypatch):
+    args = ["--preset", "quick", "--tiny", "--in-process", "--configs", "light", "--groups", "impl",
+            "--rounds", "2", "--out", str(tmp_path)]
+    real = harness.run_spec
+    calls = []
+
+    def interrupted(spec):
+        calls.append(spec)
+        if len(calls) == 2:  # the second round's case: the run dies here
+            raise KeyboardInterrupt
+        return real(spec)
+
+    monkeypatch.setattr(harness, "run_spec", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        harness.main(args)
+    assert (tmp_path / "bench.partial.json").exists() and not (tmp_path / "bench.json").exists()
+
+    calls.clear()
+    monkeypatch.setattr(harness, "run_spec", lambda spec: calls.append(spec) or real(spec))
+    assert harness.main(args + ["--resume"]) == 0
+    assert len(calls) == 1  # only the unfinished round ran again
+    report = json.loads((tmp_path / "bench.json").read_text())
+    (samples,) = report["raw"].values()
+    assert len(samples) == 2 and not [r for r in report["rows"] if r["errors"]]
+    assert not (tmp_path / "bench.partial.json").exists()

@@ -1,0 +1,285 @@
+"""Memory-bounded upscales: the chunked pass against spatial tiles and the plain pass.
+
+    python -m lua_core.bench.chunking                      # light + paper, 128² x4 and 256² x2
+    python -m lua_core.bench.chunking --configs light --cases 128x4 --rounds 5
+
+For every config and case the modes are: the plain pass (``tile_size=0``), and for each
+budget (a fraction of the engine's estimate of the plain pass's peak): the automatic
+mode (now one chunked pass when that fits) and spatial tiles of the plain pass (what the
+automatic mode ran before: the cheapest even tile grid that fits the same budget, one
+window of overlap).
+
+* **Peak RSS**: each mode once in a fresh child process (``resource.getrusage`` high-water
+  mark, imports and weights included; "activation" is that minus the RSS just before
+  the run, after a warm-up on a small input), twice: with glibc's default allocator
+  settings (what a ComfyUI process gets: its dynamic mmap threshold keeps freed large
+  blocks in the heap, so RSS runs well above the live tensors) and with
+  ``MALLOC_MMAP_THRESHOLD_=131072`` (large blocks go back to the system when freed, so
+  the activation is close to the peak of live tensors, which the engine's estimate models).
+* **Time**: all modes of a case in one child process, interleaved for ``--rounds``
+  rounds (order alternating), median per mode; the overhead is against the plain pass's
+  median in the same process, so both saw the same machine load.
+* **Max abs diff** against the plain pass's output.
+
+Random weights, ``torch.set_num_threads(--threads)`` (1 by default: on a shared 2-core
+machine two OpenMP threads can be far slower).  Writes JSON (``--out``) and a Markdown
+table (``--markdown``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _setup(config: str, size: int, scale: int, seed: int = 0):
+    from ..model import LUANet, preset
+
+    torch.manual_seed(seed)
+    net = LUANet(preset(config)).eval().requires_grad_(False)
+    z = torch.randn(1, net.config.in_chans, size, size, generator=torch.Generator().manual_seed(seed)) * 2
+    return net, z
+
+
+def resolve(net, z: torch.Tensor, scale: int, mode: dict):
+    """The engine plan of one mode (``plain``, ``auto`` with a budget, ``tiles`` with a budget)."""
+    from ..engine.memory import auto_tile_shape, bytes_per_pixel
+    from ..engine.runner import TilePlan, plan_tiles
+
+    n = z.shape[-1] * z.shape[-2]
+    budget = None
+    if mode["kind"] != "plain":
+        budget = int(bytes_per_pixel(net.config, scale, z.dtype) * n * mode["budget"])
+    if mode["kind"] == "plain":
+        return plan_tiles(net, z, scale, 0, None, None), budget
+    if mode["kind"] == "auto":
+        return plan_tiles(net, z, scale, None, None, budget), budget
+    w = net.config.window_size
+    th, tw = auto_tile_shape(net.config, scale, 1, z.shape[-2], z.shape[-1], z.dtype, budget, z.device, w)
+    return TilePlan(th, w if th else 0, 1, tw if tw != th else None), budget
+
+
+def _describe(net, z: torch.Tensor, plan) -> dict:
+    from ..engine.tiling import count_tiles, pixel_overhead
+
+    h, w = z.shape[-2:]
+    win = net.config.window_size
+    out: dict[str, Any] = {"tiles": 1, "tile": 0, "overlap": 0, "pixel_overhead": 0.0, "chunks": None}
+    if plan.tile:
+        out.update(tiles=count_tiles(h, w, plan.shape, plan.overlap, win), tile=list(plan.shape),
+                   overlap=plan.overlap, pixel_overhead=pixel_overhead(h, w, plan.shape, plan.overlap, win) - 1.0)
+    if plan.chunks is not None:
+        out["chunks"] = {"trunk_px": plan.chunks.trunk, "head_rows": plan.chunks.head_rows(w)}
+    return out
+
+
+def _run(net, z, scale, plan):
+    from ..engine.runner import _execute
+
+    return _execute(net, z, scale, plan, None, None)
+
+
+def child_memory(spec: dict) -> dict:
+    """One run of one mode; peak RSS."""
+    net, z = _setup(spec["config"], spec["size"], spec["scale"])
+    plan, budget = resolve(net, z, spec["scale"], spec["mode"])
+    with torch.inference_mode():
+        _run(net, z[..., :16, :16].contiguous(), spec["scale"], plan.__class__(0, 0, 1, None, plan.chunks))
+        before_max = _peak_rss_mb()
+        base = _rss_now_mb()
+        t0 = time.perf_counter()
+        _run(net, z, spec["scale"], plan)
+        seconds = time.perf_counter() - t0
+        peak = _peak_rss_mb()
+    return {"peak_rss_mb": peak, "activation_mb": peak - base, "rss_before_mb": base,
+            "peak_before_mb": before_max, "seconds_single": seconds, "budget_mb": (budget or 0) / 2 ** 20,
+            **_describe(net, z, plan)}
+
+
+def child_timing(spec: dict) -> dict:
+    """All modes of one case, interleaved; medians and max abs diff against the plain pass."""
+    net, z = _setup(spec["config"], spec["size"], spec["scale"])
+    s = spec["scale"]
+    plans = [resolve(net, z, s, m)[0] for m in spec["modes"]]
+    samples: list[list[float]] = [[] for _ in plans]
+    with torch.inference_mode():
+        outs = [_run(net, z, s, p) for p in plans]  # warm-up, and the outputs compared
+        ref = outs[0]
+        diffs = [float((o - ref).abs().max()) for o in outs]
+        del outs
+        for r in range(spec["rounds"]):
+            order = list(range(len(plans)))
+            if r % 2:
+                order.reverse()
+            for i in order:
+                t0 = time.perf_counter()
+                _run(net, z, s, plans[i])
+                samples[i].append(time.perf_counter() - t0)
+    return {"samples": samples, "max_abs_diff": diffs, "output_abs_max": float(ref.abs().max()),
+            "load": list(os.getloadavg())}
+
+
+LIVE_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def in_child(kind: str, spec: dict, threads: int, timeout: Optional[float] = None,
+             extra_env: Optional[dict] = None) -> dict:
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "lua_core.bench.chunking", "--child", kind, "--threads", str(threads),
+                           json.dumps(spec)], capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=str(REPO_ROOT))
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip()[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def mode_name(mode: dict) -> str:
+    if mode["kind"] == "plain":
+        return "plain pass (untiled)"
+    what = "auto (chunked)" if mode["kind"] == "auto" else "spatial tiles (previous auto)"
+    return f"{what}, budget {mode['budget']:g}x"
+
+
+def run_all(configs: list[str], cases: list[tuple[int, int]], budgets: list[float], rounds: int, threads: int,
+            log=print) -> dict:
+    modes = [{"kind": "plain"}] + [{"kind": k, "budget": b} for b in budgets for k in ("auto", "tiles")]
+    report: dict[str, Any] = {"torch": torch.__version__, "threads": threads, "rounds": rounds,
+                              "load_start": list(os.getloadavg()), "results": []}
+    t_start = time.time()
+    for cfg in configs:
+        for size, scale in cases:
+            base = {"config": cfg, "size": size, "scale": scale}
+            mem = []
+            for m in modes:
+                t0 = time.time()
+                res = in_child("memory", dict(base, mode=m), threads)
+                live = in_child("memory", dict(base, mode=m), threads, extra_env=LIVE_ENV)
+                if "error" not in live:
+                    res["live_activation_mb"] = live["activation_mb"]
+                    res["live_peak_rss_mb"] = live["peak_rss_mb"]
+                mem.append(res)
+                log(f"{cfg} {size}² x{scale} {mode_name(m)}: memory {time.time() - t0:.0f} s "
+                    f"{res.get('error', '')[:300]} {live.get('error', '')[:300]}")
+            t0 = time.time()
+            timing = in_child("timing", dict(base, modes=modes, rounds=rounds), threads)
+            log(f"{cfg} {size}² x{scale}: timing {time.time() - t0:.0f} s {timing.get('error', '')[:300]}")
+            rows = []
+            medians = [statistics.median(s) for s in timing["samples"]] if "samples" in timing else None
+            for i, m in enumerate(modes):
+                row = {"mode": mode_name(m), **mem[i]}
+                if medians:
+                    row.update(seconds=medians[i], seconds_min=min(timing["samples"][i]),
+                               time_overhead=medians[i] / medians[0] - 1.0,
+                               max_abs_diff=timing["max_abs_diff"][i], samples=timing["samples"][i])
+                rows.append(row)
+            report["results"].append({**base, "rows": rows, "output_abs_max": timing.get("output_abs_max"),
+                                      "load_after_timing": timing.get("load")})
+    report["load_end"] = list(os.getloadavg())
+    report["wall_s"] = time.time() - t_start
+    return report
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x * 1e3:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def markdown(report: dict, command: str) -> str:
+    lines = ["# Memory-bounded upscales on CPU: chunked pass vs spatial tiles", "",
+             f"Command: `{command}`", "",
+             f"torch {report['torch']}, {report['threads']} thread(s) (`torch.set_num_threads`), float32, random "
+             f"weights, batch 1.  Load average at start {report['load_start']}, at end {report['load_end']} "
+             f"(2-core machine shared with training jobs: single timings scatter by ±10-20 %, so every mode of a case "
+             f"is timed in one process, interleaved over {report['rounds']} rounds, and compared by medians); "
+             f"wall time {report['wall_s']:.0f} s.", "",
+             "Budget = fraction of the engine's estimate of the plain pass's peak activations "
+             "(`bytes_per_pixel x H x W`).  *Peak RSS* is a fresh process's high-water mark (imports and "
+             "weights included) and *activation* that minus the RSS just before the run, with glibc's default "
+             "allocator settings (what ComfyUI gets); *live* is the activation with "
+             "`MALLOC_MMAP_THRESHOLD_=131072`, where freed large blocks leave RSS at once, i.e. about the peak of "
+             "live tensors, which is what the budget and the engine's estimate are about.  Max abs diff is "
+             "against the plain pass's output (float32).", ""]
+    for res in report["results"]:
+        lines += [f"## {res['config']} config, {res['size']}² latent x{res['scale']}", "",
+                  "| mode | budget (MB) | plan | time (median) | time overhead | peak RSS (MB) | activation (MB) "
+                  "| live (MB) | max abs diff |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in res["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['mode']} | error: {r['error'][:100]} |")
+                continue
+            if r["chunks"]:
+                plan = f"1 pass, chunks of {r['chunks']['trunk_px']} px / head bands of {r['chunks']['head_rows']} rows"
+            elif r["tiles"] > 1:
+                plan = f"{r['tiles']} tiles {r['tile']} / {r['overlap']}, +{100 * r['pixel_overhead']:.1f} % px"
+            else:
+                plan = "1 plain pass"
+            if r["chunks"] and r["tiles"] > 1:
+                plan = (f"{r['tiles']} tiles {r['tile']} / {r['overlap']} (+{100 * r['pixel_overhead']:.1f} % px), "
+                        "chunked")
+            live = f"{r['live_activation_mb']:.0f}" if "live_activation_mb" in r else "–"
+            budget = f"{r['budget_mb']:.0f}" if r["budget_mb"] else "–"
+            timed = (f"{_fmt_s(r['seconds'])} | {100 * r['time_overhead']:+.1f} %" if "seconds" in r else "– | –")
+            diff = f"{r['max_abs_diff']:.2g}" if "max_abs_diff" in r else "–"
+            lines.append(f"| {r['mode']} | {budget} | {plan} | {timed} | {r['peak_rss_mb']:.0f} | "
+                         f"{r['activation_mb']:.0f} | {live} | {diff} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="light,paper")
+    p.add_argument("--cases", default="128x4,256x2", help="comma list of LATENTxSCALE")
+    p.add_argument("--budgets", default="0.5,0.25", help="fractions of the estimated plain peak")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="JSON report path")
+    p.add_argument("--markdown", default=None, help="Markdown report path")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("spec", nargs="?", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.child:
+        fn = child_memory if a.child == "memory" else child_timing
+        print(json.dumps(fn(json.loads(a.spec))))
+        return 0
+    cases = [tuple(int(v) for v in c.split("x")) for c in a.cases.split(",")]
+    report = run_all(a.configs.split(","), cases, [float(b) for b in a.budgets.split(",")], a.rounds, a.threads,
+                     log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = "python -m lua_core.bench.chunking " + " ".join(argv if argv is not None else sys.argv[1:])
+    report["command"] = command
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(report, indent=1))
+    md = markdown(report, command)
+    if a.markdown:
+        Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.markdown).write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
