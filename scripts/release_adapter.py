@@ -12,7 +12,6 @@ PSNR and in LPIPS (issue 4's bar), else ``preview``.  The evaluation must be of 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -23,18 +22,10 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lua_core.checkpoints.manifest import DEFAULT_MANIFEST_PATH, Manifest, ManifestEntry  # noqa: E402
+from lua_core.checkpoints.manifest import DEFAULT_MANIFEST_PATH, Manifest, ManifestEntry, file_sha256  # noqa: E402
 from lua_core.families import get_family  # noqa: E402
 
 AIM_DB = {2: 1.5, 4: 0.8}  # issue 4's aim above pixel bicubic
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def figures(result: dict[str, Any]) -> dict[str, dict[str, Optional[float]]]:
@@ -161,7 +152,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if model.family.name != fam.name:
         raise SystemExit(f"{a.checkpoint} is a {model.family.label} adapter, not {fam.label}")
     result = json.loads(a.eval.read_text())
-    digest = sha256(a.checkpoint)
+    digest = file_sha256(a.checkpoint)
     if result["checkpoint"].get("sha256") != digest:
         raise SystemExit(f"{a.eval} evaluated another file (sha256 {result['checkpoint'].get('sha256')}, this is {digest})")
     figs = figures(result)

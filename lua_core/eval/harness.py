@@ -6,7 +6,6 @@ over images; stage times are medians over images.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import platform
@@ -18,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from ..api import LUAModel, load_model
+from ..checkpoints.manifest import file_sha256
 from ..families import get_family
 from ..tae import load_tae, shared_dir
 from ..train.data import load_image
@@ -60,14 +60,6 @@ def resolve_checkpoint(name: Union[str, Path]) -> Path:
             return folder / entry.filename
     raise FileNotFoundError(f"{entry.name} is listed in weights_manifest.json but not downloaded "
                             f"(url: {entry.url}); put it in ComfyUI's models/lua folder or pass its path")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _mean(values: Sequence[float]) -> Optional[float]:
@@ -134,7 +126,7 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
         model.to(dev)
         ckpt_info = {"name": model.path.name if model.path else "in-memory model", "description": model.describe(),
                      "path": _rel(model.path) if model.path else None,
-                     "sha256": _file_sha256(model.path) if model.path else None, "scales": list(model.scales)}
+                     "sha256": file_sha256(model.path) if model.path else None, "scales": list(model.scales)}
         if family is not None and get_family(family).name != model.family.name:
             raise ValueError(f"the checkpoint is a {model.family.name} adapter, not {family}")
     if family is None and model is None:
