@@ -12,8 +12,8 @@ import comfy.utils
 from ..lua_core.api import LUAModel, choose_head, target_size, upscale, validate_latent
 from .model_wrapper import ManagedLUAModel
 
-TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fits in memory, otherwise the largest "
-                "tile that does). Smaller tiles use less memory.")
+TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fits in memory, otherwise one chunked "
+                "pass with the same result, tiles only if even that does not fit). Smaller tiles use less memory.")
 OVERLAP_TOOLTIP = "Overlap between neighbouring tiles in latent pixels; overlaps are feather-blended to hide seams."
 
 

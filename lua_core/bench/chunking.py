@@ -163,8 +163,8 @@ def mode_name(mode: dict) -> str:
 
 
 def run_all(configs: list[str], cases: list[tuple[int, int]], budgets: list[float], rounds: int, threads: int,
-            log=print) -> dict:
-    modes = [{"kind": "plain"}] + [{"kind": k, "budget": b} for b in budgets for k in ("auto", "tiles")]
+            log=print, kinds: tuple[str, ...] = ("auto", "tiles"), memory: bool = True) -> dict:
+    modes = [{"kind": "plain"}] + [{"kind": k, "budget": b} for b in budgets for k in kinds]
     report: dict[str, Any] = {"torch": torch.__version__, "threads": threads, "rounds": rounds,
                               "load_start": list(os.getloadavg()), "results": []}
     t_start = time.time()
@@ -173,6 +173,11 @@ def run_all(configs: list[str], cases: list[tuple[int, int]], budgets: list[floa
             base = {"config": cfg, "size": size, "scale": scale}
             mem = []
             for m in modes:
+                if not memory:
+                    net, z = _setup(cfg, size, scale)
+                    plan, budget = resolve(net, z, scale, m)
+                    mem.append({"budget_mb": (budget or 0) / 2 ** 20, **_describe(net, z, plan)})
+                    continue
                 t0 = time.time()
                 res = in_child("memory", dict(base, mode=m), threads)
                 live = in_child("memory", dict(base, mode=m), threads, extra_env=LIVE_ENV)
@@ -201,27 +206,68 @@ def run_all(configs: list[str], cases: list[tuple[int, int]], budgets: list[floa
     return report
 
 
+def _rerun_title(report: dict) -> str:
+    cases = ", ".join(f"{r['config']} {r['size']}² x{r['scale']}" for r in report["results"])
+    return f"## Re-run: {cases}, {report['rounds']} rounds"
+
+
+def _load(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
 def _fmt_s(x: float) -> str:
     return f"{x * 1e3:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
-def markdown(report: dict, command: str) -> str:
-    lines = ["# Memory-bounded upscales on CPU: chunked pass vs spatial tiles", "",
+def _summary(report: dict) -> list[str]:
+    """One line per case and budget: the chunked pass next to the spatial tiles (needs timing and live memory)."""
+    lines = []
+    for res in report["results"]:
+        rows = {r["mode"]: r for r in res["rows"]}
+        plain = rows.get(mode_name({"kind": "plain"}), {})
+        budgets = sorted({float(m.rsplit(" ", 1)[-1][:-1]) for m in rows if "budget" in m}, reverse=True)
+        for b in budgets:
+            c = rows.get(mode_name({"kind": "auto", "budget": b}), {})
+            t = rows.get(mode_name({"kind": "tiles", "budget": b}), {})
+            if not all("time_overhead" in r and "live_activation_mb" in r for r in (c, t, plain)):
+                continue
+            lines.append(f"| {res['config']} {res['size']}² x{res['scale']} | {b:g}x | {100 * c['time_overhead']:+.1f} % "
+                         f"| {c['live_activation_mb']:.0f} ({plain['live_activation_mb']:.0f}) "
+                         f"| {100 * t['time_overhead']:+.1f} % | {t['live_activation_mb']:.0f} | {c['max_abs_diff']:.2g} |")
+    return lines
+
+
+def markdown(report: dict, command: str, title: str = "# Memory-bounded upscales on CPU: chunked pass vs spatial tiles",
+             level: str = "##") -> str:
+    lines = [title, "",
              f"Command: `{command}`", "",
              f"torch {report['torch']}, {report['threads']} thread(s) (`torch.set_num_threads`), float32, random "
-             f"weights, batch 1.  Load average at start {report['load_start']}, at end {report['load_end']} "
+             f"weights, batch 1.  Load average at start {_load(report['load_start'])}, at end {_load(report['load_end'])} "
              f"(2-core machine shared with training jobs: single timings scatter by ±10-20 %, so every mode of a case "
              f"is timed in one process, interleaved over {report['rounds']} rounds, and compared by medians); "
-             f"wall time {report['wall_s']:.0f} s.", "",
-             "Budget = fraction of the engine's estimate of the plain pass's peak activations "
-             "(`bytes_per_pixel x H x W`).  *Peak RSS* is a fresh process's high-water mark (imports and "
-             "weights included) and *activation* that minus the RSS just before the run, with glibc's default "
-             "allocator settings (what ComfyUI gets); *live* is the activation with "
-             "`MALLOC_MMAP_THRESHOLD_=131072`, where freed large blocks leave RSS at once, i.e. about the peak of "
-             "live tensors, which is what the budget and the engine's estimate are about.  Max abs diff is "
-             "against the plain pass's output (float32).", ""]
+             f"wall time {report['wall_s']:.0f} s.", ""]
+    if level == "##":
+        lines += ["Budget = fraction of the engine's estimate of the plain pass's peak activations "
+                  "(`bytes_per_pixel x H x W`).  *Peak RSS* is a fresh process's high-water mark (imports and "
+                  "weights included) and *activation* that minus the RSS just before the run, with glibc's default "
+                  "allocator settings (what ComfyUI gets); *live* is the activation with "
+                  "`MALLOC_MMAP_THRESHOLD_=131072`, where freed large blocks leave RSS at once, i.e. about the peak "
+                  "of live tensors, which is what the budget and the engine's estimate are about.  Max abs diff is "
+                  "against the plain pass's output (float32).", ""]
+    summary = _summary(report)
+    if summary and level == "##":
+        lines += ["The automatic mode runs one *chunked* pass when the plain pass does not fit the budget: the "
+                  "transformer blocks work in place on the feature map a chunk of windows at a time (attention and "
+                  "MLP hidden features exist only per chunk), the first conv's output is recomputed at the end of the "
+                  "trunk instead of being held, and the upsampling head streams bands of rows through its convs and "
+                  "pixel shuffles with a two-row line buffer per conv.  No overlap, no recompute of the network, the "
+                  "same operations on the same values; spatial tiles are left for budgets below what the chunked "
+                  "pass must hold (two trunk feature maps, or the trunk output plus the result).", "",
+                  "## Summary", "", "| case | budget | chunked: time overhead | chunked: live MB (plain) "
+                  "| tiles: time overhead | tiles: live MB | chunked max abs diff |",
+                  "|---|---|---|---|---|---|---|"] + summary + [""]
     for res in report["results"]:
-        lines += [f"## {res['config']} config, {res['size']}² latent x{res['scale']}", "",
+        lines += [f"{level} {res['config']} config, {res['size']}² latent x{res['scale']}", "",
                   "| mode | budget (MB) | plan | time (median) | time overhead | peak RSS (MB) | activation (MB) "
                   "| live (MB) | max abs diff |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -242,8 +288,9 @@ def markdown(report: dict, command: str) -> str:
             budget = f"{r['budget_mb']:.0f}" if r["budget_mb"] else "–"
             timed = (f"{_fmt_s(r['seconds'])} | {100 * r['time_overhead']:+.1f} %" if "seconds" in r else "– | –")
             diff = f"{r['max_abs_diff']:.2g}" if "max_abs_diff" in r else "–"
-            lines.append(f"| {r['mode']} | {budget} | {plan} | {timed} | {r['peak_rss_mb']:.0f} | "
-                         f"{r['activation_mb']:.0f} | {live} | {diff} |")
+            mb = (lambda k: f"{r[k]:.0f}" if k in r else "–")  # noqa: E731 - not measured in --timing-only runs
+            lines.append(f"| {r['mode']} | {budget} | {plan} | {timed} | {mb('peak_rss_mb')} | "
+                         f"{mb('activation_mb')} | {live} | {diff} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -255,6 +302,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--budgets", default="0.5,0.25", help="fractions of the estimated plain peak")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--kinds", default="auto,tiles", help="modes besides the plain pass: auto, tiles")
+    p.add_argument("--timing-only", action="store_true", help="skip the peak-RSS child processes")
+    p.add_argument("--from-json", nargs="+", default=None,
+                   help="only write the Markdown of earlier JSON reports (several: one document, in order)")
     p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--markdown", default=None, help="Markdown report path")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -265,15 +316,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         fn = child_memory if a.child == "memory" else child_timing
         print(json.dumps(fn(json.loads(a.spec))))
         return 0
-    cases = [tuple(int(v) for v in c.split("x")) for c in a.cases.split(",")]
-    report = run_all(a.configs.split(","), cases, [float(b) for b in a.budgets.split(",")], a.rounds, a.threads,
-                     log=lambda m: print(m, file=sys.stderr, flush=True))
-    command = "python -m lua_core.bench.chunking " + " ".join(argv if argv is not None else sys.argv[1:])
-    report["command"] = command
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=1))
-    md = markdown(report, command)
+    if a.from_json:
+        reports = [json.loads(Path(f).read_text()) for f in a.from_json]
+        md = "\n".join([markdown(reports[0], reports[0]["command"])] +
+                       [markdown(r, r["command"], title=_rerun_title(r), level="###") for r in reports[1:]] +
+                       ["Markdown rebuilt with `python -m lua_core.bench.chunking --from-json "
+                        + " ".join(a.from_json) + (f" --markdown {a.markdown}`" if a.markdown else "`"), ""])
+    else:
+        cases = [tuple(int(v) for v in c.split("x")) for c in a.cases.split(",")]
+        report = run_all(a.configs.split(","), cases, [float(b) for b in a.budgets.split(",")], a.rounds, a.threads,
+                         log=lambda m: print(m, file=sys.stderr, flush=True), kinds=tuple(a.kinds.split(",")),
+                         memory=not a.timing_only)
+        report["command"] = "python -m lua_core.bench.chunking " + " ".join(argv if argv is not None else sys.argv[1:])
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(report, indent=1))
+        md = markdown(report, report["command"])
     if a.markdown:
         Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(a.markdown).write_text(md)
