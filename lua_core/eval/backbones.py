@@ -22,31 +22,29 @@ ALEX_CHANNELS = (64, 192, 384, 256, 256)
 VGG16_CHANNELS = (64, 128, 256, 512, 512)
 
 
-def alexnet_features() -> nn.Sequential:
-    """``torchvision.models.alexnet().features`` (13 modules)."""
+def _conv_stack(specs, pool: int) -> nn.Sequential:
+    """Conv+ReLU layers from ``(c_out, kernel, stride, pad)`` specs (a bare int: 3x3, stride 1, pad 1);
+    ``"M"`` is a max-pool of kernel ``pool`` and stride 2."""
     layers: list[nn.Module] = []
     c_in = 3
-    for spec in ALEX_LAYERS:
+    for spec in specs:
         if spec == "M":
-            layers.append(nn.MaxPool2d(3, 2))
-        else:
-            c_out, k, s, p = spec
-            layers += [nn.Conv2d(c_in, c_out, k, s, p), nn.ReLU(inplace=False)]
-            c_in = c_out
+            layers.append(nn.MaxPool2d(pool, 2))
+            continue
+        c_out, k, s, p = (spec, 3, 1, 1) if isinstance(spec, int) else spec
+        layers += [nn.Conv2d(c_in, c_out, k, s, p), nn.ReLU(inplace=False)]
+        c_in = c_out
     return nn.Sequential(*layers)
+
+
+def alexnet_features() -> nn.Sequential:
+    """``torchvision.models.alexnet().features`` (13 modules)."""
+    return _conv_stack(ALEX_LAYERS, pool=3)
 
 
 def vgg16_features() -> nn.Sequential:
     """``torchvision.models.vgg16().features`` (31 modules)."""
-    layers: list[nn.Module] = []
-    c_in = 3
-    for spec in VGG16_LAYERS:
-        if spec == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(c_in, spec, 3, 1, 1), nn.ReLU(inplace=False)]
-            c_in = spec
-    return nn.Sequential(*layers)
+    return _conv_stack(VGG16_LAYERS, pool=2)
 
 
 class L2Pool(nn.Module):
