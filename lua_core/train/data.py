@@ -179,9 +179,17 @@ def progress_bar(total: int, desc: str, disable: bool = False, initial: int = 0)
 
 
 class LatentCache:
-    """Samples ``0..n-1`` stored as safetensors shards under ``root/<key>/``, loaded into memory."""
+    """Samples ``0..n-1`` stored as safetensors shards under ``root/<key>/``, loaded into memory.
+
+    Sample ``i`` depends only on the seed and ``i`` (never on how many samples there are), so the
+    key leaves the sample count out: a run that asks for more samples reuses the shards already
+    encoded and encodes only the rest; a run that asks for fewer reads a prefix.  Each shard records
+    how many samples it holds; a short last shard is re-encoded when more are needed.
+    """
 
     def __init__(self, root: Path, key_fields: dict, num_samples: int, shard_size: int) -> None:
+        if num_samples < 1 or shard_size < 1:
+            raise ValueError(f"latent cache needs num_samples >= 1 and shard_size >= 1, got {num_samples}, {shard_size}")
         key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.dir = Path(root) / f"{key_fields.get('family', 'latents')}_{key}"
         self.key_fields = key_fields
@@ -196,8 +204,28 @@ class LatentCache:
     def shard_path(self, k: int) -> Path:
         return self.dir / f"shard_{k:05d}.safetensors"
 
+    def shard_count(self, k: int) -> int:
+        """How many samples shard ``k`` holds on disk (0 when it is missing or unreadable)."""
+        from safetensors import safe_open
+
+        path = self.shard_path(k)
+        if not path.is_file():
+            return 0
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if "count" in meta:
+                    return int(meta["count"])
+                return int(f.get_slice("lr").get_shape()[0])
+        except Exception:  # a torn or foreign file is re-encoded, not trusted
+            return 0
+
+    def _needed(self, k: int) -> int:
+        return min(self.shard_size, self.num_samples - k * self.shard_size)
+
     def missing_shards(self) -> list[int]:
-        return [k for k in range(self.num_shards) if not self.shard_path(k).is_file()]
+        """Shards that are absent or hold fewer samples than this cache needs from them."""
+        return [k for k in range(self.num_shards) if self.shard_count(k) < self._needed(k)]
 
     def build(self, maker: PairMaker, shards: Optional[Sequence[int]] = None, batch: int = 8,
               show_progress: bool = True) -> None:
@@ -209,7 +237,7 @@ class LatentCache:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "key.json").write_text(json.dumps(self.key_fields, indent=1, sort_keys=True, default=str))
-        total = sum(min(self.shard_size, self.num_samples - k * self.shard_size) for k in todo)
+        total = sum(self._needed(k) for k in todo)
         bar = progress_bar(total, f"encoding latents ({self.dir.name})", disable=not show_progress)
         for k in todo:
             lo, hi = k * self.shard_size, min(self.num_samples, (k + 1) * self.shard_size)
@@ -226,7 +254,7 @@ class LatentCache:
         bar.close()
 
     def load(self) -> dict[str, torch.Tensor]:
-        """Read every shard into memory (latents float32, pixels uint8)."""
+        """Read the first ``num_samples`` samples into memory (latents float32, pixels uint8)."""
         from safetensors.torch import load_file
 
         missing = self.missing_shards()
@@ -234,8 +262,9 @@ class LatentCache:
             raise FileNotFoundError(f"latent cache {self.dir} lacks shards {missing[:5]}")
         parts: dict[str, list[torch.Tensor]] = {}
         for k in range(self.num_shards):
+            need = self._needed(k)
             for n, t in load_file(str(self.shard_path(k))).items():
-                parts.setdefault(n, []).append(t)
+                parts.setdefault(n, []).append(t[:need])
         self.data = {n: torch.cat(v) for n, v in parts.items()}
         if len(self.data["lr"]) != self.num_samples:
             raise ValueError(f"latent cache {self.dir} holds {len(self.data['lr'])} samples, expected {self.num_samples}")

@@ -29,16 +29,31 @@ def teacher_latents(vae, z_lr: torch.Tensor, scales: Sequence[int], batch: int =
 
 
 def cached_teacher_latents(vae, cache_dir: Path, z_lr: torch.Tensor, scales: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Teacher latents of a latent cache, computed once and kept beside its shards (``teacher.safetensors``)."""
+    """Teacher latents of a latent cache, kept beside its shards (``teacher.safetensors``).
+
+    The cache is prefix-stable (sample ``i`` never depends on the sample count), so a stored teacher
+    for fewer samples is extended with the missing ones only, and one for more samples is sliced.
+    A stored prefix is trusted only if its first rows still reproduce (checked on two samples).
+    """
     from safetensors.torch import load_file, save_file
 
     path = Path(cache_dir) / "teacher.safetensors"
-    want = {f"b{s}" for s in scales}
+    want = sorted(f"b{s}" for s in scales)
+    n = len(z_lr)
+    data: dict[str, torch.Tensor] = {}
     if path.is_file():
-        data = load_file(str(path))
-        if want <= set(data) and all(len(data[k]) == len(z_lr) for k in want):
-            return {k: data[k] for k in want}
-    data = teacher_latents(vae, z_lr, scales)
+        stored = load_file(str(path))
+        lengths = {len(stored[k]) for k in want if k in stored}
+        have = lengths.pop() if len(lengths) == 1 else 0
+        if all(k in stored for k in want) and have:
+            probe = teacher_latents(vae, z_lr[: min(2, have, n)], scales)
+            if all(torch.allclose(probe[k], stored[k][: len(probe[k])], atol=1e-3, rtol=1e-3) for k in want):
+                data = {k: stored[k] for k in want}
+    have = len(data[want[0]]) if data else 0
+    if have >= n:
+        return {k: v[:n] for k, v in data.items()}
+    extra = teacher_latents(vae, z_lr[have:], scales)
+    data = {k: torch.cat([data[k], extra[k]]) if have else extra[k] for k in want}
     tmp = path.with_suffix(".part")
     save_file({k: v.contiguous() for k, v in data.items()}, str(tmp))
     tmp.replace(path)

@@ -167,10 +167,11 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def cache_key(self, images: list[Path], root: Path) -> dict[str, Any]:
         """What defines the cached samples.  The autoencoder's identity (file, size, mtime or sha256) is
-        included unless it is the default tiny autoencoder, whose caches keep their original key."""
+        included unless it is the default tiny autoencoder.  The sample count is not: sample ``i`` never
+        depends on it, so a larger run extends the cache and a smaller one reads a prefix."""
         d = self.cfg.data
-        key = {"version": 1, "family": self.fam.name, "tae": self.vae.name, "crop": d.crop, "scales": list(self.scales),
-               "seed": self.cfg.seed, "augment": d.augment, "num_samples": d.num_samples, "pixels": self.store_pixels,
+        key = {"version": 2, "family": self.fam.name, "tae": self.vae.name, "crop": d.crop, "scales": list(self.scales),
+               "seed": self.cfg.seed, "augment": d.augment, "shard_size": d.shard_size, "pixels": self.store_pixels,
                "root": str(root), "images": [str(p.relative_to(root)) for p in images]}
         ident = self.vae.identity()
         if ident is not None:

@@ -111,6 +111,31 @@ def test_cache_builds_once_and_matches_on_the_fly(tmp_path):
     assert LatentCache(tmp_path / "cache", {"family": "sd15", "k": 2}, 10, 4).missing_shards() == [0, 1, 2]
 
 
+def test_cache_grows_by_encoding_only_new_samples_and_reads_prefixes(tmp_path):
+    (tmp_path / "img").mkdir()
+    imgs = list_images(_images(tmp_path / "img"))
+    maker = PairMaker(imgs, T.load_tae("sd15"), 64, (2, 4), seed=0)
+    key = {"family": "sd15", "k": 1}
+    small = LatentCache(tmp_path / "cache", key, num_samples=6, shard_size=4)
+    small.build(maker, show_progress=False)
+    assert [small.shard_count(k) for k in range(2)] == [4, 2]
+    first = small.shard_path(0).stat().st_mtime_ns
+    big = LatentCache(tmp_path / "cache", key, num_samples=10, shard_size=4)
+    assert big.dir == small.dir and big.missing_shards() == [1, 2]   # the short last shard is redone
+    big.build(maker, show_progress=False)
+    assert big.shard_path(0).stat().st_mtime_ns == first
+    data = big.load()
+    fresh = SampleSource(maker).batch(list(range(10)))
+    assert torch.allclose(data["lr"], fresh["lr"], atol=1e-4) and torch.equal(data["pix"], fresh["pix"])
+    prefix = LatentCache(tmp_path / "cache", key, num_samples=5, shard_size=4)
+    assert prefix.missing_shards() == [] and torch.equal(prefix.load()["lr"], data["lr"][:5])
+    # a torn shard counts as missing instead of failing the load
+    big.shard_path(2).write_bytes(b"not a safetensors file")
+    assert big.missing_shards() == [2]
+    with pytest.raises(ValueError, match="num_samples"):
+        LatentCache(tmp_path / "cache", key, num_samples=0, shard_size=4)
+
+
 def test_subcrop_keeps_latents_and_pixels_aligned():
     lr = torch.arange(64.0).view(1, 1, 8, 8)
     batch = {"lr": lr, "t2": F.interpolate(lr, scale_factor=2), "t4": F.interpolate(lr, scale_factor=4),

@@ -49,9 +49,28 @@ def test_teacher_cache_is_written_once_and_reused(tmp_path):
     assert (tmp_path / "teacher.safetensors").stat().st_mtime_ns == mtime
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not list(tmp_path.glob("*.part"))
-    # a cache of another length is recomputed, not silently reused
+    # fewer samples read a prefix without rewriting the file
     other = cached_teacher_latents(tae, tmp_path, z[:2], (2,))
-    assert other["b2"].shape[0] == 2
+    assert torch.equal(other["b2"], first["b2"][:2])
+    assert (tmp_path / "teacher.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_teacher_cache_extends_with_new_samples_only(tmp_path, monkeypatch):
+    import lua_core.train.teacher as teacher_mod
+
+    tae = load_tae("sd15")
+    z = torch.randn(5, 4, 4, 4) * 0.5 / 0.18215
+    cached_teacher_latents(tae, tmp_path, z[:3], (2,))
+    seen = []
+    real = teacher_mod.teacher_latents
+    monkeypatch.setattr(teacher_mod, "teacher_latents", lambda v, zz, sc, **kw: (seen.append(len(zz)), real(v, zz, sc))[1])
+    grown = cached_teacher_latents(tae, tmp_path, z, (2,))
+    assert seen == [2, 2]                      # a 2-sample check of the stored prefix, then the 2 new samples
+    assert torch.allclose(grown["b2"], real(tae, z, (2,))["b2"], atol=1e-5)
+    # a stored teacher that no longer matches the samples (another cache's file) is recomputed whole
+    seen.clear()
+    again = cached_teacher_latents(tae, tmp_path, z.flip(0), (2,))
+    assert seen == [2, 5] and torch.allclose(again["b2"], real(tae, z.flip(0), (2,))["b2"], atol=1e-5)
 
 
 def test_teacher_terms_by_hand_and_named_errors():
