@@ -197,6 +197,33 @@ def _validate_options(tile_size: Any, tile_overlap: Any, memory_budget: Any) -> 
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
+def _area_on_cpu(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x.cpu(), size=size, mode="area").to(x.device)
+
+
+def _device_kind(x: torch.Tensor) -> str:
+    return x.device.type
+
+
+def resize_area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(mode="area")`` on every device.
+
+    Area resizing is adaptive average pooling; MPS refuses it unless the input size is a multiple
+    of the output size, and other back-ends may lack it. Those cases resize on the CPU and move
+    the result back (a small tensor next to the network's cost).
+    """
+    h, w = x.shape[-2:]
+    kind = _device_kind(x)
+    if kind == "mps" and (h % size[0] or w % size[1]):
+        return _area_on_cpu(x, size)
+    try:
+        return F.interpolate(x, size=size, mode="area")
+    except (RuntimeError, NotImplementedError):
+        if kind == "cpu":
+            raise
+        return _area_on_cpu(x, size)
+
+
 def choose_head(scales: tuple[int, ...], ratio: float) -> int:
     for s in scales:
         if s >= ratio - 1e-9:
@@ -247,7 +274,7 @@ def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Op
                 model.net.to(dtype=stored)
         mh, mw = th * fam.pack, tw * fam.pack
         if y.shape[-2:] != (mh, mw):
-            y = F.interpolate(y.float(), size=(mh, mw), mode="area")
+            y = resize_area(y.float(), (mh, mw))
         out = fam.to_comfy(y).to(latent.device, latent.dtype)
         if not torch.isfinite(out).all():
             # finite input, non-finite output: values beyond what the compute or the latent's dtype can hold

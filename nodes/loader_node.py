@@ -1,24 +1,36 @@
 """Load LUA Model node."""
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any, Optional
 
+import torch
+
+import comfy.cli_args
 import comfy.model_management as mm
 import comfy.utils
 
-from ..lua_core.api import load_model
+from ..lua_core.api import LUAModel, load_model
 from ..lua_core.checkpoints.download import DownloadError, download_entry
-from ..lua_core.checkpoints.manifest import check_file
+from ..lua_core.checkpoints.manifest import ManifestEntry, check_file
+from ..lua_core.model.config import PRESETS
 from . import paths
+from .model_family import require_family
 from .model_wrapper import ManagedLUAModel
 
+logger = logging.getLogger(__name__)
+
 DTYPE_CHOICES = ["auto", "fp32", "bf16", "fp16"]
+_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 class LUAModelLoader:
     DESCRIPTION = ("Loads a Latent Upscaler Adapter (LUA) checkpoint from models/lua: the official lua_flux.pth "
-                   "(FLUX.1) or one of the pack's .safetensors adapters. Listed entries that are not on disk yet "
-                   "are downloaded (sha256-verified) on first use.")
+                   "(FLUX.1) or one of the pack's .safetensors adapters. Entries marked (preview) are the pack's "
+                   "CPU-trained adapters, which do not yet beat decoding and upscaling the image. Listed entries "
+                   "that are not on disk yet are downloaded from the Hugging Face Hub on first use. With a MODEL "
+                   "connected, 'auto' picks the best adapter for that model's latent family.")
     CATEGORY = "loaders"
     RETURN_TYPES = ("LUA_MODEL",)
     RETURN_NAMES = ("lua_model",)
@@ -31,35 +43,104 @@ class LUAModelLoader:
             "required": {
                 "model_name": (paths.model_choices(), {
                     "tooltip": "Adapter checkpoint. Its latent family (SD1.5, SDXL, SD3, FLUX.1, FLUX.2) must match "
-                               "the VAE your latents come from."}),
+                               "the VAE your latents come from. auto: the best adapter for the connected MODEL's "
+                               "family (the official one when downloaded, else the bundled one). (preview): "
+                               "trained briefly on a CPU, below decode + pixel upscale in quality."}),
                 "dtype": (DTYPE_CHOICES, {
                     "default": "auto",
-                    "tooltip": "Compute precision. auto: fp32 on CPU, bf16 (or fp16) on GPU."}),
-            }
+                    "tooltip": "Compute precision. auto follows ComfyUI's rules for the device (fp32 on CPU, bf16 "
+                               "or fp16 where ComfyUI would use them; --force-fp32, --force-fp16 and the "
+                               "--fp32/bf16/fp16-vae flags are honoured)."}),
+            },
+            "optional": {
+                "model": ("MODEL", {
+                    "tooltip": "Optional: the diffusion model whose latents you upscale. Needed for auto; "
+                               "otherwise the adapter's family is checked against it."}),
+            },
         }
 
-    def load(self, model_name: str, dtype: str = "auto"):
-        path = paths.find_local(model_name)
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name):
+        """Accept every listed adapter with or without its (preview) label, so saved workflows survive a status
+        change; anything else is refused the way ComfyUI refuses a value that is not in the list."""
+        if model_name == paths.AUTO:
+            return True
+        name = paths.strip_label(model_name)
+        if paths.find_local(name) is not None or paths.manifest_entry(name) is not None:
+            return True
+        return f"LUA model {model_name!r} is neither in models/lua nor in the weights manifest"
+
+    def load(self, model_name: str, dtype: str = "auto", model: Any = None):
+        if model_name == paths.AUTO:
+            name = self._auto(model)
+        else:
+            name = paths.strip_label(model_name)
+        entry = paths.manifest_entry(name)
+        path = paths.find_local(name)
         if path is not None:
-            verify_against_manifest(model_name, path)
-        if path is None:
-            entry = paths.manifest_entry(model_name)
+            verify_against_manifest(name, path)
+        else:
             if entry is None:
-                raise ValueError(f"LUA model {model_name!r} is neither in models/lua nor in the weights manifest")
-            bar = comfy.utils.ProgressBar(100)
-            folder = paths.download_folder()
-
-            def progress(done: int, total) -> None:
-                if total:
-                    bar.update_absolute(int(100 * done / total), 100)
-
-            try:
-                path = str(download_entry(entry, folder, progress=progress))
-            except DownloadError as exc:
-                raise RuntimeError(str(exc)) from exc
+                raise ValueError(f"LUA model {name!r} is neither in models/lua nor in the weights manifest")
+            path = fetch(entry)
         device = mm.get_torch_device()
-        model = load_model(path, device="cpu", dtype=dtype if dtype != "auto" else _auto_dtype(device))
-        return (ManagedLUAModel.wrap(model),)
+        lua = load_model(path, device="cpu", dtype=dtype if dtype != "auto" else auto_dtype(device))
+        verify_layout(name, entry, lua, path)
+        if model is not None:
+            check_model_family(lua, model, "Load LUA Model")
+        note_status(name, entry)
+        return (ManagedLUAModel.wrap(lua),)
+
+    @staticmethod
+    def _auto(model: Any) -> str:
+        if model is None:
+            raise ValueError("Load LUA Model: 'auto' needs the model input: connect the MODEL output of your "
+                             "checkpoint (or diffusion model) loader, or pick an adapter by name")
+        fam, fmt = require_family(model, "Load LUA Model")
+        entry = paths.best_for_family(fam.name)
+        if entry is None:
+            raise ValueError(f"Load LUA Model: no LUA adapter for {fam.label} latents (model latent format {fmt}) is "
+                             f"in models/lua or the weights manifest")
+        logger.info("LUA: auto picked %s for the %s model (latent format %s)", entry.name, fam.label, fmt)
+        return entry.name
+
+
+def fetch(entry: ManifestEntry) -> str:
+    """Download a manifest entry into the lua models folder, with ComfyUI's progress bar and cancel button."""
+    bar = comfy.utils.ProgressBar(100)
+    folder = paths.download_folder()
+
+    def progress(done: int, total: Optional[int]) -> None:
+        if total:
+            bar.update_absolute(min(100, int(100 * done / total)), 100)
+
+    try:
+        return str(download_entry(entry, folder, progress=progress, cancel=mm.throw_exception_if_processing_interrupted))
+    except DownloadError as exc:
+        raise RuntimeError(str(exc)) from exc
+
+
+def check_model_family(lua: LUAModel, model: Any, node: str) -> None:
+    """Refuse an adapter of another latent family than the connected MODEL, naming both."""
+    fam, fmt = require_family(model, node)
+    if fam.name != lua.family.name:
+        name = lua.path.name if lua.path else "the adapter"
+        raise ValueError(f"{node}: {name} is {_a(lua.family.label)} adapter but the connected model works in "
+                         f"{fam.label} latents (latent format {fmt}); pick {_a(fam.label)} adapter (or 'auto' in "
+                         f"Load LUA Model)")
+
+
+def _a(label: str) -> str:
+    return f"{'an' if label[:1] in 'S' else 'a'} {label}"  # an SD1.5 / an SDXL / an SD3, a FLUX.1
+
+
+def note_status(name: str, entry: Optional[ManifestEntry]) -> None:
+    """One console line when a preview adapter is used (driven by the manifest's status field)."""
+    if entry is None or entry.status != "preview":
+        return
+    card = f"; see {entry.model_card}" if entry.model_card else ""
+    logger.warning("LUA: %s is a PREVIEW adapter (CPU-trained): its results are below VAE Decode + Upscale Image "
+                   "(pixel) for now%s", name, card)
 
 
 _VERIFIED: set[tuple] = set()
@@ -86,7 +167,40 @@ def verify_against_manifest(model_name: str, path: str) -> None:
     _VERIFIED.add(key)
 
 
-def _auto_dtype(device) -> str:
-    from ..lua_core.api import resolve_dtype
+LAYOUT_FIELDS = ("in_chans", "embed_dim", "depths", "num_heads", "window_size", "mlp_ratio", "head_num_feat", "scales")
 
-    return {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}[str(resolve_dtype("auto", device))]
+
+def verify_layout(name: str, entry: Optional[ManifestEntry], lua: LUAModel, path: str) -> None:
+    """A manifest entry without a sha256 (the official lua_flux.pth) must have its preset's exact layout.
+
+    The file was read weights-only and every tensor name and shape matched the architecture
+    inferred from it (missing or unexpected tensors are refused by the loader); here that
+    architecture must also be the entry's preset, so only the published layout (the paper
+    config: 502 weights plus 54 recomputable buffers, 556 tensors) is accepted.
+    """
+    if entry is None or entry.sha256 is not None or entry.config not in PRESETS:
+        return
+    want, got = PRESETS[entry.config], lua.config
+    diffs = [f"{f} {getattr(got, f)!r} (expected {getattr(want, f)!r})" for f in LAYOUT_FIELDS
+             if tuple_or(getattr(got, f)) != tuple_or(getattr(want, f))]
+    if lua.family.name != entry.family:
+        diffs.append(f"family {lua.family.name} (expected {entry.family})")
+    if diffs:
+        raise ValueError(f"LUA model {name!r} at {path} is not the published {entry.config}-config checkpoint: "
+                         f"{'; '.join(diffs)}. Delete it so it is downloaded again, or rename it to use it as your "
+                         f"own checkpoint")
+
+
+def tuple_or(v: Any) -> Any:
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def auto_dtype(device: torch.device) -> str:
+    """``auto`` by ComfyUI's rules: fp32 on CPU; elsewhere the --fp32/bf16/fp16-vae flags (LUA works in the VAE's
+    latent space and feeds VAE Decode), then bf16 / fp16 where model_management says the device should use them
+    (both say no under --force-fp32; --force-fp16 puts fp16 first), else fp32."""
+    if device.type == "cpu" or mm.is_device_cpu(device):
+        return "fp32"
+    args = comfy.cli_args.args
+    order = [torch.float16, torch.bfloat16] if getattr(args, "force_fp16", False) else [torch.bfloat16, torch.float16]
+    return _NAMES[mm.vae_dtype(device, allowed_dtypes=order)]

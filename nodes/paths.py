@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -43,12 +44,59 @@ def load_manifest() -> Manifest:
     return Manifest.load()
 
 
+AUTO = "auto"
+# manifest status -> dropdown label suffix (entries without one, or official/release ones, show the bare name)
+STATUS_LABELS = {"preview": "preview"}
+_LABEL_RE = re.compile(r"^(?P<name>.+?) \((?P<label>[a-z]+)\)$")
+# which adapter ``auto`` prefers for a family: lower is better
+STATUS_RANK = {"official": 0, "release": 1, None: 2, "preview": 3}
+
+
+def label_for(name: str, entry: Optional[ManifestEntry] = None) -> str:
+    """The dropdown value of a file: ``name``, or ``name (preview)`` when its manifest entry is a preview."""
+    entry = entry if entry is not None else manifest_entry(name)
+    suffix = STATUS_LABELS.get(entry.status) if entry is not None and entry.status else None
+    return f"{name} ({suffix})" if suffix else name
+
+
+def strip_label(choice: str) -> str:
+    """The file name behind a dropdown value (``x.safetensors (preview)`` -> ``x.safetensors``).
+
+    Workflows saved while an adapter was a preview keep working after its status changes, and
+    the other way round: the label is display only.
+    """
+    m = _LABEL_RE.match(choice or "")
+    if m and m.group("label") in STATUS_LABELS.values():
+        return m.group("name")
+    return choice
+
+
 def model_choices() -> list[str]:
-    """Files on disk in any ``lua`` folder, then manifest entries not downloaded yet."""
+    """``auto``, files on disk in any ``lua`` folder, then manifest entries not downloaded yet; labelled."""
+    manifest = load_manifest()
     on_disk = list(folder_paths.get_filename_list(FOLDER_KEY))
     names = set(on_disk)
-    missing = sorted(e.name for e in load_manifest().entries if e.name not in names)
-    return sorted(on_disk) + missing
+    missing = sorted(e.name for e in manifest.entries if e.name not in names)
+
+    def label(name: str) -> str:
+        try:
+            entry = manifest.get(name)
+        except (KeyError, ValueError):
+            entry = None
+        return label_for(name, entry) if entry is not None else name
+
+    return [AUTO] + [label(n) for n in sorted(on_disk) + missing]
+
+
+def best_for_family(family: str) -> Optional[ManifestEntry]:
+    """The adapter ``auto`` picks for a family: official > release > unlabelled > preview, preferring
+    files already on disk (an official checkpoint that is not downloaded yet loses to a bundled one)."""
+    entries = [e for e in load_manifest().entries if e.family == family]
+    present = [e for e in entries if find_local(e.name) is not None]
+    pool = present or [e for e in entries if e.url is not None]
+    if not pool:
+        return None
+    return min(pool, key=lambda e: (STATUS_RANK.get(e.status, 2), entries.index(e)))
 
 
 def find_local(name: str) -> Optional[str]:

@@ -10,11 +10,15 @@ import comfy.model_management as mm
 import comfy.utils
 
 from ..lua_core.api import LUAModel, choose_head, target_size, upscale, validate_latent
+from .loader_node import check_model_family
 from .model_wrapper import ManagedLUAModel
 
 TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fits in memory, otherwise one chunked "
                 "pass with the same result, tiles only if even that does not fit). Smaller tiles use less memory.")
 OVERLAP_TOOLTIP = "Overlap between neighbouring tiles in latent pixels; overlaps are feather-blended to hide seams."
+MODEL_TOOLTIP = ("Optional: the diffusion model the latent comes from. When connected, an adapter of another latent "
+                 "family (SD1.5 vs SDXL, SD3 vs FLUX.1, which channel counts cannot tell apart) is refused.")
+OPTIONAL = {"model": ("MODEL", {"tooltip": MODEL_TOOLTIP})}
 
 
 def _check_latent_dict(samples: Any, model: Optional[LUAModel] = None) -> torch.Tensor:
@@ -26,6 +30,10 @@ def _check_latent_dict(samples: Any, model: Optional[LUAModel] = None) -> torch.
         raise ValueError(f"LUA Latent Upscale: LATENT 'samples' must be a tensor, got {type(x).__name__}")
     if x.ndim in (4, 5) and x.shape[0] == 0:
         raise ValueError("LUA Latent Upscale: the LATENT batch is empty (0 images)")
+    if x.ndim == 5 and model is not None and not getattr(model.family, "video", False):
+        raise ValueError(f"LUA Latent Upscale: this is a video latent (5-D, shape {tuple(x.shape)}) from a video "
+                         f"VAE (Wan, HunyuanVideo, LTXV, ...); the {model.family.label} adapter was trained on "
+                         f"image latents only and no LUA adapter supports video latents yet")
     if model is not None:
         validate_latent(model, x)
     mask = samples.get("noise_mask")
@@ -47,8 +55,10 @@ def _resize_mask(mask: torch.Tensor, sh: float, sw: float) -> torch.Tensor:
 
 
 def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float], size: Optional[tuple[int, int]],
-                tile_size: int, tile_overlap: int) -> dict:
+                tile_size: int, tile_overlap: int, model: Any = None) -> dict:
     """Shared body of both nodes: validate, load via model management, upscale with progress and cancel."""
+    if model is not None:
+        check_model_family(lua_model.model, model, "LUA Latent Upscale")
     model = lua_model.model
     x = _check_latent_dict(samples, model)
     h, w = x.shape[-2:]
@@ -80,7 +90,8 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
 class LUALatentUpscale:
     DESCRIPTION = ("Upscales a LATENT with a Latent Upscaler Adapter before VAE Decode: the x2/x4 head closest "
                    "above the factor runs and the result is resized to the exact size. Place it between KSampler "
-                   "and VAE Decode; the latent must come from the adapter's model family.")
+                   "and VAE Decode; the latent must come from the adapter's model family (connect the optional model "
+                   "input to have that checked). Video (5-D) latents are refused.")
     CATEGORY = "latent/LUA"
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The upscaled latent (batch_index kept, noise_mask resized).",)
@@ -97,11 +108,12 @@ class LUALatentUpscale:
                                                   "the next larger head and resize."}),
                 "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
                 "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
-            }
+            },
+            "optional": dict(OPTIONAL),
         }
 
-    def upscale(self, lua_model, samples, scale_by: float, tile_size: int = 0, tile_overlap: int = 16):
-        return (run_upscale(lua_model, samples, scale_by, None, tile_size, tile_overlap),)
+    def upscale(self, lua_model, samples, scale_by: float, tile_size: int = 0, tile_overlap: int = 16, model=None):
+        return (run_upscale(lua_model, samples, scale_by, None, tile_size, tile_overlap, model),)
 
 
 class LUALatentUpscaleToSize:
@@ -124,10 +136,14 @@ class LUALatentUpscaleToSize:
                                    "tooltip": "Target image height in pixels (0 = from width, keeping aspect)."}),
                 "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
                 "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
-            }
+            },
+            "optional": dict(OPTIONAL),
         }
 
-    def upscale(self, lua_model, samples, width: int, height: int, tile_size: int = 0, tile_overlap: int = 16):
+    def upscale(self, lua_model, samples, width: int, height: int, tile_size: int = 0, tile_overlap: int = 16,
+                model=None):
+        if model is not None:
+            check_model_family(lua_model.model, model, "LUA Latent Upscale To Size")
         x = _check_latent_dict(samples, lua_model.model)
         down = lua_model.model.family.comfy_downscale
         h, w = x.shape[-2:]

@@ -62,6 +62,8 @@ MODELS: dict[str, dict[str, str]] = {m["name"]: m for m in [
      "directory": "vae"},
 ]}
 
+# ComfyUI ships this picture in input/, so a first queue of the image-in workflows succeeds as is
+EXAMPLE_IMAGE = "example.png"
 PROMPT = ("a lighthouse on a rocky coast at golden hour, waves breaking on the rocks, detailed photograph, "
           "sharp focus, 35mm")
 NEGATIVE = "blurry, low quality, watermark, text"
@@ -226,16 +228,34 @@ def _spec(info: Mapping[str, Any], name: str) -> list[Any]:
 
 
 # ------------------------------------------------------------------ workflows
-def lua_loader(wf: Workflow, family: str, pos: Sequence[float], node_id: Optional[int] = None) -> Node:
-    """Load LUA Model with the family's bundled adapter (FLUX.1 also lists the official checkpoint)."""
-    models = [LUA_FLUX_OFFICIAL] if family == "flux1" else None
-    return wf.add("LUAModelLoader", pos, {"model_name": lua_weight(family), "dtype": "auto"}, size=(360, 82),
-                  models=models, node_id=node_id)
+def listed_choice(oi: Mapping[str, Any], name: str) -> str:
+    """The Load LUA Model dropdown value of a file: the name itself, or the name with its status label
+    (``lua_light_flux1.safetensors (preview)``) as the server lists it."""
+    choices = _spec(oi["LUAModelLoader"], "model_name")[0]
+    for choice in choices:
+        if choice == name or choice.startswith(name + " ("):
+            return choice
+    raise ValueError(f"Load LUA Model does not list {name!r} (choices: {choices})")
+
+
+def lua_loader(wf: Workflow, family: str, pos: Sequence[float], node_id: Optional[int] = None,
+               model: Optional[Node] = None, model_slot: int = 0, choice: Optional[str] = None) -> Node:
+    """Load LUA Model. With a diffusion ``model`` the node gets its MODEL (and ``auto`` unless ``choice`` is
+    given); without one (image-in workflows) the family's bundled adapter is selected by name."""
+    # no properties.models entry for lua_flux.pth: the loader downloads it itself (from the Hugging Face Hub, into
+    # models/lua), and ComfyUI's Missing Models dialog would only refuse its .pth suffix
+    if choice is None:
+        choice = "auto" if model is not None else listed_choice(wf.object_info, lua_weight(family))
+    node = wf.add("LUAModelLoader", pos, {"model_name": choice, "dtype": "auto"}, size=(360, 106),
+                  node_id=node_id)
+    if model is not None:
+        wf.link(model, model_slot, node, "model")
+    return node
 
 
 def lua_branches(wf: Workflow, lua: Node, latent: Node, vae: Node, prefix: str, base_px: int,
-                 x: float, y: float, tiled: bool = True) -> list[Node]:
-    """LUA x2 and x4 from one latent, each decoded (tiled) and saved."""
+                 x: float, y: float, tiled: bool = True, model: Optional[Node] = None) -> list[Node]:
+    """LUA x2 and x4 from one latent, each decoded (tiled) and saved; ``model`` checks the adapter's family."""
     made: list[Node] = []
     for row, scale in enumerate((2, 4)):
         yy = y + row * 360
@@ -243,6 +263,8 @@ def lua_branches(wf: Workflow, lua: Node, latent: Node, vae: Node, prefix: str, 
                     size=(340, 130), title=f"LUA Latent Upscale x{scale} ({base_px * scale} px)")
         wf.link(lua, 0, up, "lua_model")
         wf.link(latent, 0, up, "samples")
+        if model is not None:
+            wf.link(model, 0, up, "model")
         if tiled:
             dec = wf.add("VAEDecodeTiled", (x + 380, yy),
                          {"tile_size": 1024, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
@@ -266,12 +288,18 @@ def t2i_note(family_label: str, models: list[str], lua_family: str, extra: str =
              "",
              "**Model files** (ComfyUI offers the download when they are missing):",
              *[f"- `models/{MODELS[m]['directory']}/{m}` ([link]({MODELS[m]['url']}))" for m in models],
-             f"- `{lua_weight(lua_family)}`: ships with ComfyUI-LUA (`custom_nodes/ComfyUI-LUA/weights/`).",
              ]
     if lua_family == "flux1":
-        lines.append(f"- or the paper's `lua_flux.pth` ([link]({LUA_FLUX_OFFICIAL['url']})): pick it in **Load LUA "
-                     "Model**; it is downloaded to `models/lua/` on first use.")
-    lines += ["", "The adapter must match the model family: its latents are the only ones it understands.", extra]
+        lines += [f"- the paper's `lua_flux.pth` ([link]({LUA_FLUX_OFFICIAL['url']})), selected in **Load LUA "
+                  "Model**: downloaded from the Hugging Face Hub to `models/lua/` on first use. Offline, put the "
+                  "file there yourself, or pick `auto` to fall back to the bundled preview adapter "
+                  f"`{lua_weight(lua_family)}`."]
+    else:
+        lines += [f"- **Load LUA Model** is on `auto`: it reads the connected model's latent family and picks the "
+                  f"best adapter on disk, today the bundled `{lua_weight(lua_family)}` (a **preview**: trained "
+                  "briefly on a CPU; decode + a pixel upscaler still gives a cleaner image)."]
+    lines += ["", "The MODEL wires let LUA refuse an adapter of another latent family (channel counts cannot tell "
+              "SD1.5 from SDXL or SD3 from FLUX.1).", extra]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -304,8 +332,8 @@ def build_flux1(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf.link(vae, 0, dec, "vae")
     prev = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (1024 px)")
     wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "flux1", (1160, 0))
-    ups = lua_branches(wf, lua, ks, vae, "flux1", 1024, 1160, 120)
+    lua = lua_loader(wf, "flux1", (1160, 0), model=unet, choice="lua_flux.pth")
+    ups = lua_branches(wf, lua, ks, vae, "flux1", 1024, 1160, 120, model=unet)
     wf.group("1. FLUX.1 [dev] text to image, 1024 px", [unet, clip, vae, pos, guide, neg, empty, ks, dec, prev])
     wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
     wf.note(t2i_note("FLUX.1 [dev]", ["flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors",
@@ -336,8 +364,8 @@ def build_sd35(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf.link(ckpt, 2, dec, "vae")
     prev = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (1024 px)")
     wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "sd3", (1160, 0))
-    ups = lua_branches(wf, lua, ks, ckpt, "sd35", 1024, 1160, 120)
+    lua = lua_loader(wf, "sd3", (1160, 0), model=ckpt)
+    ups = lua_branches(wf, lua, ks, ckpt, "sd35", 1024, 1160, 120, model=ckpt)
     wf.group("1. SD3.5 Large text to image, 1024 px", [ckpt, pos, neg, empty, ks, dec, prev])
     wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
     wf.note(t2i_note("SD3.5 Large", ["sd3.5_large_fp8_scaled.safetensors"], "sd3",
@@ -366,8 +394,8 @@ def build_sdxl(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf.link(ckpt, 2, dec, "vae")
     prev = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (1024 px)")
     wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "sdxl", (1160, 0))
-    ups = lua_branches(wf, lua, ks, ckpt, "sdxl", 1024, 1160, 120)
+    lua = lua_loader(wf, "sdxl", (1160, 0), model=ckpt)
+    ups = lua_branches(wf, lua, ks, ckpt, "sdxl", 1024, 1160, 120, model=ckpt)
     wf.group("1. SDXL text to image, 1024 px", [ckpt, pos, neg, empty, ks, dec, prev])
     wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
     wf.note(t2i_note("SDXL", ["sd_xl_base_1.0.safetensors"], "sdxl",
@@ -397,11 +425,12 @@ def build_sd15_hires(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf.link(ckpt, 2, dec1, "vae")
     prev1 = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (512 px)")
     wf.link(dec1, 0, prev1, "images")
-    lua = lua_loader(wf, "sd15", (1160, 0))
+    lua = lua_loader(wf, "sd15", (1160, 0), model=ckpt)
     up = wf.add("LUALatentUpscale", (1160, 120), {"scale_by": 2.0, "tile_size": 0, "tile_overlap": 16},
                 size=(340, 130), title="LUA Latent Upscale x2 (1024 px)")
     wf.link(lua, 0, up, "lua_model")
     wf.link(ks1, 0, up, "samples")
+    wf.link(ckpt, 0, up, "model")
     dec_lua = wf.add("VAEDecode", (1160, 300), size=(210, 46), title="VAE Decode (LUA only)")
     wf.link(up, 0, dec_lua, "samples")
     wf.link(ckpt, 2, dec_lua, "vae")
@@ -427,13 +456,16 @@ def build_sd15_hires(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         "",
         "The classic two-pass *hires fix* upscales the latent with **Upscale Latent** (nearest/bilinear), which "
         "blurs it, so the second KSampler needs a high denoise (0.5–0.6) and re-invents detail. "
-        "**LUA Latent Upscale** gives a clean 2x latent, so a short second pass at denoise **0.3–0.5** is enough "
-        "(0.4 here) and stays closer to the first image. The preview in group 2 shows LUA alone.",
+        "**LUA Latent Upscale** gives a learned 2x latent instead, so a second pass at denoise **0.3–0.5** "
+        "(0.4 here) is meant to be enough and stays closer to the first image. The bundled SD1.5 adapter is a "
+        "**preview** (trained briefly on a CPU): its latent is still soft, so compare with your usual denoise. "
+        "The preview in group 2 shows LUA alone.",
         "",
         "**Model files:**",
         f"- `models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors` "
         f"([link]({MODELS['v1-5-pruned-emaonly-fp16.safetensors']['url']}))",
-        f"- `{lua_weight('sd15')}` ships with ComfyUI-LUA.",
+        f"- `{lua_weight('sd15')}` ships with ComfyUI-LUA; **Load LUA Model** is on `auto` and picks it from the "
+        "connected model's latent family.",
         "",
         "Any SD1.5-based checkpoint works with the SD1.5 adapter.",
     ]) + "\n", NOTE_POS, (380, 420))
@@ -472,8 +504,8 @@ def build_flux2(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf.link(vae, 0, dec, "vae")
     prev = wf.add("PreviewImage", (800, 470), size=(320, 300), title="Preview (1024 px)")
     wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "flux2", (1160, 0))
-    ups = lua_branches(wf, lua, sca, vae, "flux2", 1024, 1160, 120)
+    lua = lua_loader(wf, "flux2", (1160, 0), model=unet)
+    ups = lua_branches(wf, lua, sca, vae, "flux2", 1024, 1160, 120, model=unet)
     wf.group("1. FLUX.2 [dev] text to image, 1024 px", [unet, clip, vae, pos, guide, guider, noise, sampler, sched,
                                                         empty, sca, dec, prev])
     wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
@@ -488,7 +520,7 @@ def build_flux2(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
 def build_image_in(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     """The image-in workflow; node ids kept from the first version (scripts/run_demo.py reads it)."""
     wf = Workflow("lua_image_upscale_x2_x4", oi)
-    load = wf.add("LoadImage", (0, 0), {"image": "lua_demo_input.png"}, size=(320, 360), node_id=1)
+    load = wf.add("LoadImage", (0, 0), {"image": EXAMPLE_IMAGE}, size=(320, 360), node_id=1)
     scale = wf.add("ImageScale", (360, 0), {"upscale_method": "lanczos", "width": 512, "height": 512,
                                             "crop": "center"}, size=(300, 130), node_id=2)
     vae = wf.add("VAELoader", (360, 200), {"vae_name": "taef1"}, size=(300, 58), node_id=3)
@@ -526,16 +558,19 @@ def build_image_in(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         "- `models/vae_approx/taef1_encoder.safetensors` and `taef1_decoder.safetensors` (TAESD family by Ollin "
         "Boer Bohan, MIT; see github.com/madebyollin/taesd). With the full FLUX.1 VAE (`ae.safetensors` in "
         "`models/vae`) the result is sharper.",
-        f"- `{lua_weight('flux1')}` ships with ComfyUI-LUA; the paper's `lua_flux.pth` works too.",
+        f"- `{lua_weight('flux1')}` ships with ComfyUI-LUA (a **preview** adapter: trained briefly on a CPU, "
+        "ahead of latent interpolation but still behind decode + a pixel upscaler); the paper's `lua_flux.pth` "
+        "works too.",
         "",
-        "Put your photo in **Load Image**; **Upscale Image** sets the working size (512 px here).",
+        "It starts on ComfyUI's own `example.png`: put your photo in **Load Image** instead; **Upscale Image** sets "
+        "the working size (512 px here).",
     ]) + "\n", NOTE_POS, (380, 360))
     return wf, "LUA: image in → latent x2 / x4 (tiny autoencoder)"
 
 
 def build_compare(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf = Workflow("lua_compare_upscalers", oi)
-    load = wf.add("LoadImage", (0, 0), {"image": "lua_demo_input.png"}, size=(320, 360))
+    load = wf.add("LoadImage", (0, 0), {"image": EXAMPLE_IMAGE}, size=(320, 360))
     scale = wf.add("ImageScale", (360, 0), {"upscale_method": "lanczos", "width": 512, "height": 512,
                                             "crop": "center"}, size=(300, 130))
     vae = wf.add("VAELoader", (360, 200), {"vae_name": "taef1"}, size=(300, 58))

@@ -181,6 +181,14 @@ def run(server: ComfyServer, workflow: dict[str, Any]) -> tuple[dict[str, Image.
     return out, seconds
 
 
+def use_input(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The workflow loading the thumbnail photo instead of ComfyUI's example.png (which it ships with)."""
+    for node in workflow["nodes"]:
+        if node["type"] == "LoadImage":
+            node["widgets_values"][0] = INPUT_NAME
+    return workflow
+
+
 def family_variant(image_in: dict[str, Any], family: str, weights: str) -> dict[str, Any]:
     """The image-in workflow with another family's tiny autoencoder and adapter, x4 branch muted."""
     wf = json.loads(json.dumps(image_in))
@@ -213,8 +221,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--image", type=Path, default=None, help="photo (default: first urban100 val image)")
     args = parser.parse_args(argv)
     photo_path = args.image or sorted((SHARED / "data" / "val" / "urban100").glob("*"))[0]
-    image_in = json.loads((WORKFLOWS / "lua_image_upscale_x2_x4.json").read_text())
-    compare = json.loads((WORKFLOWS / "lua_compare_upscalers.json").read_text())
+    image_in = use_input(json.loads((WORKFLOWS / "lua_image_upscale_x2_x4.json").read_text()))
+    compare = use_input(json.loads((WORKFLOWS / "lua_compare_upscalers.json").read_text()))
     timings: dict[str, float] = {}
     with ComfyServer() as server:
         weights = prepare_weights(list(TAE), Path(server.lua_models_dir))

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         with Image.open(image) as im:
             im.convert("RGB").save(server.input_dir / "lua_demo_input.png")
         prompt = workflow_to_api(workflow, server.object_info())
+        for node in prompt.values():  # the workflow ships with ComfyUI's example.png; the demo uses its photo
+            if node["class_type"] == "LoadImage":
+                node["inputs"]["image"] = "lua_demo_input.png"
         loader = next(n for n in prompt.values() if n["class_type"] == "LUAModelLoader")
         weights = loader["inputs"]["model_name"]
         t0 = time.perf_counter()

@@ -36,12 +36,12 @@ cd "$REPO"
 # Runtime requirements (owned by the package; only created when missing).
 if [[ ! -f requirements.txt ]]; then
     log "creating requirements.txt"
-    printf 'torch\nsafetensors\neinops\nnumpy\n' > requirements.txt
+    printf 'torch\nsafetensors\neinops\nnumpy\nhuggingface_hub\n' > requirements.txt
 fi
 # Development/test requirements.
 if [[ ! -f requirements-dev.txt ]]; then
     log "creating requirements-dev.txt"
-    printf 'pytest\nhypothesis\nrequests\npillow\npytest-timeout\n' > requirements-dev.txt
+    printf 'pytest\nhypothesis\nrequests\npillow\npytest-timeout\nruff\n' > requirements-dev.txt
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
@@ -59,7 +59,8 @@ if [[ "${LUA_FORCE_SETUP:-0}" != "1" && -f "$STAMP" && "$(cat "$STAMP")" == "$wa
 from importlib.metadata import version
 assert version("torch").split("+")[0] == "2.14.1", version("torch")
 assert version("torchvision").split("+")[0] == "0.29.1", version("torchvision")
-for d in ("safetensors", "einops", "numpy", "pytest", "hypothesis", "requests", "pillow", "pytest-timeout"):
+for d in ("safetensors", "einops", "numpy", "huggingface_hub", "pytest", "hypothesis", "requests", "pillow",
+          "pytest-timeout", "ruff"):
     version(d)
 PY
 then

@@ -93,7 +93,8 @@ class ManifestEntry:
 
         name = text("name")
         filename = text("filename")
-        assert name is not None and filename is not None
+        if name is None or filename is None:  # text() only returns None for nullable fields
+            raise ValueError(f"{label}: fields 'name' and 'filename' are required")
         if "/" in filename or "\\" in filename or filename in (".", ".."):
             raise fail("filename", "must be a bare file name without directories")
         if filename.startswith("."):

@@ -78,7 +78,7 @@ def page_ready(browser_server: ComfyServer, shared_dir) -> ComfyServer:
     """Weights, example photo and a dismissed first-run template dialog on the browser's server."""
     workflows = [load_workflow(p) for p in workflow_paths()]
     ensure_lua_weights(lua_model_names(workflows), Path(browser_server.lua_models_dir))
-    prepare_input_image(Path(browser_server.input_dir), shared_dir)
+    prepare_input_image(Path(browser_server.input_dir), Path(browser_server.comfy_dir))
     # no first-run template browser; node text drawn at every zoom level (readable screenshots)
     r = browser_server.request("POST", "/settings", json={"Comfy.TutorialCompleted": True,
                                                           "LiteGraph.Canvas.MinFontSizeForLOD": 1})

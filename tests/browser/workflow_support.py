@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import torch
-from PIL import Image
 
 import lua_core
 from lua_core.checkpoints.export import save_checkpoint
@@ -26,8 +26,11 @@ WORKFLOW_DIR = REPO / "workflows"
 BUNDLED_WEIGHTS = REPO / "weights"
 ARTIFACTS = REPO / "artifacts"
 PACK_NAME = "ComfyUI-LUA"
-INPUT_IMAGE = "lua_demo_input.png"
+# ComfyUI ships input/example.png; the image-in workflows load it so a first queue works everywhere
+INPUT_IMAGE = "example.png"
 LUA_LIGHT_RE = re.compile(r"^lua_light_(sd15|sdxl|sd3|flux1|flux2)\.safetensors$")
+# the (status) label Load LUA Model shows after a manifest entry's name, e.g. " (preview)"
+LABEL_RE = re.compile(r" \((preview)\)$")
 
 # Workflows that run with the tiny autoencoders (no diffusion model): file stem -> {SaveImage title or
 # filename_prefix: expected (width, height)} for the 512 px working size they ship with.
@@ -57,13 +60,18 @@ def load_workflow(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def lua_file_name(choice: str) -> str:
+    """The file behind a Load LUA Model value (its status label removed)."""
+    return LABEL_RE.sub("", choice)
+
+
 def lua_model_names(workflows: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Every ``model_name`` a Load LUA Model node of these workflows selects."""
+    """Every file a Load LUA Model node of these workflows selects by name (``auto`` left out)."""
     names = set()
     for wf in workflows:
         for node in wf["nodes"]:
-            if node["type"] == "LUAModelLoader":
-                names.add(node["widgets_values"][0])
+            if node["type"] == "LUAModelLoader" and node["widgets_values"][0] != "auto":
+                names.add(lua_file_name(node["widgets_values"][0]))
     return names
 
 
@@ -78,6 +86,9 @@ def ensure_lua_weights(names: Iterable[str], models_dir: Path) -> dict[str, str]
         if (BUNDLED_WEIGHTS / name).is_file():
             used[name] = "bundled"
             continue
+        if LUA_LIGHT_RE.match(name) is None and name in downloadable_entries():
+            used[name] = "downloaded on first use (not run here)"
+            continue
         target = models_dir / name
         if not target.is_file():
             match = LUA_LIGHT_RE.match(name)
@@ -91,13 +102,18 @@ def ensure_lua_weights(names: Iterable[str], models_dir: Path) -> dict[str, str]
     return used
 
 
-def prepare_input_image(input_dir: Path, shared_dir: Path) -> str:
-    """Put the demo photo (the first urban100 validation image, as scripts/run_demo.py) in ComfyUI's input folder."""
+def downloadable_entries() -> set[str]:
+    """Weights-manifest entries with a download URL (the loader fetches them itself)."""
+    from lua_core.checkpoints.manifest import Manifest
+
+    return {e.name for e in Manifest.load().entries if e.url}
+
+
+def prepare_input_image(input_dir: Path, comfy_dir: Path) -> str:
+    """Give the test server's (separate) input folder what every ComfyUI's input/ has: ComfyUI's own example.png."""
     target = input_dir / INPUT_IMAGE
     if not target.is_file():
-        src = sorted((shared_dir / "data" / "val" / "urban100").glob("*"))[0]
-        with Image.open(src) as im:
-            im.convert("RGB").save(target)
+        shutil.copyfile(Path(comfy_dir) / "input" / INPUT_IMAGE, target)
     return INPUT_IMAGE
 
 

@@ -29,6 +29,7 @@ import pytest
 from scripts.comfy_server import DEFAULT_COMFY_DIR, SETUP_SCRIPT, ComfyServer, ComfyServerError
 
 _SERVER_KEY = pytest.StashKey[ComfyServer]()
+STUB_NODES = Path(__file__).resolve().parent / "comfy_stub_nodes"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,7 +75,9 @@ def comfy_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if os.environ.get("LUA_SKIP_COMFY") == "1":
         pytest.skip("LUA_SKIP_COMFY=1: ComfyUI integration tests disabled")
     comfy_dir = _provision()
-    server = ComfyServer(root=tmp_path_factory.mktemp("comfy"), comfy_dir=comfy_dir)
+    # a test-only node that makes MODELs with a chosen latent format (no diffusion model files exist here)
+    server = ComfyServer(root=tmp_path_factory.mktemp("comfy"), comfy_dir=comfy_dir,
+                         extra_model_paths={"custom_nodes": STUB_NODES})
     request.config.stash[_SERVER_KEY] = server
     try:
         server.start()

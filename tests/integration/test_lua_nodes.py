@@ -141,15 +141,114 @@ def test_latent_of_another_family_is_refused(comfy_server, models, photo):
     assert "16 channels but this SD1.5 adapter expects 4" in result.error
 
 
-def test_video_latent_and_batch_index_are_kept(comfy_server, models):
+def test_video_latent_is_refused(comfy_server, models):
+    """A 5-D latent comes from a video VAE (Wan, HunyuanVideo, LTXV); no adapter was trained on one."""
     latent = write_latent(comfy_server, "itest_video.latent", torch.randn(2, 16, 3, 6, 8))
-    graph = latent_graph(latent, FLUX_MODEL, scale=2.0)
-    result = comfy_server.run_prompt(graph, timeout=300)
+    result = comfy_server.run_prompt(latent_graph(latent, FLUX_MODEL, scale=2.0), timeout=300)
+    assert not result.ok and result.node_type == "LUALatentUpscale"
+    assert "video latent (5-D, shape (2, 16, 3, 6, 8))" in result.error and "FLUX.1 adapter" in result.error
+
+
+# ---------------------------------------------------------------- the MODEL input and auto
+def model_graph(fmt: str, model_name: str, channels: int, size: int = 64, model_on_upscale: bool = True,
+                loader_gets_model: bool = True) -> dict:
+    """Stub MODEL of a latent format (tests/integration/comfy_stub_nodes) -> Load LUA Model -> LUA x2 -> SaveLatent."""
+    empty = ({"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}}
+             if channels == 16 else
+             {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}})
+    graph = {
+        "1": {"class_type": "LUATestStubModel", "inputs": {"latent_format": fmt}},
+        "2": {"class_type": "LUAModelLoader", "inputs": {"model_name": model_name, "dtype": "auto"}},
+        "3": empty,
+        "4": {"class_type": "LUALatentUpscale", "inputs": {"lua_model": ["2", 0], "samples": ["3", 0],
+                                                           "scale_by": 2.0, "tile_size": 0, "tile_overlap": 8}},
+        "5": {"class_type": "SaveLatent", "inputs": {"samples": ["4", 0], "filename_prefix": "itest_model"}},
+    }
+    if loader_gets_model:
+        graph["2"]["inputs"]["model"] = ["1", 0]
+    if model_on_upscale:
+        graph["4"]["inputs"]["model"] = ["1", 0]
+    return graph
+
+
+def _choice(comfy_server, name: str) -> str:
+    return next(c for c in comfy_server.combo_options("LUAModelLoader", "model_name") if c.split(" (")[0] == name)
+
+
+def test_loader_lists_auto_and_marks_previews_from_the_manifest(comfy_server, models):
+    from lua_core.checkpoints.manifest import Manifest
+
+    choices = comfy_server.combo_options("LUAModelLoader", "model_name")
+    assert choices[0] == "auto"
+    info = comfy_server.object_info()["LUAModelLoader"]
+    assert info["input"]["optional"]["model"][0] == "MODEL"
+    for entry in Manifest.load().entries:
+        label = f"{entry.name} (preview)"
+        if entry.status == "preview":
+            assert label in choices and entry.name not in choices
+        else:
+            assert entry.name in choices and label not in choices
+
+
+@pytest.mark.parametrize("fmt,family,channels", [("Flux", "flux1", 16), ("SD3", "sd3", 16), ("SDXL", "sdxl", 4),
+                                                 ("SD15", "sd15", 4)])
+def test_auto_picks_the_adapter_of_the_models_family(comfy_server, models, fmt, family, channels):
+    official_present = (models / "lua_flux.pth").is_file()  # written by the official-layout test above
+    expected = "lua_flux.pth" if family == "flux1" and official_present else f"lua_light_{family}.safetensors"
+    result = comfy_server.run_prompt(model_graph(fmt, "auto", channels), timeout=300)
     assert result.ok, result.error
-    saved = max(comfy_server.output_dir.glob("itest_latent*.latent"), key=lambda p: p.stat().st_mtime)
+    assert f"LUA: auto picked {expected} for the" in comfy_server.log_text()
+    saved = max(comfy_server.output_dir.glob("itest_model*.latent"), key=lambda p: p.stat().st_mtime)
     from safetensors.torch import load_file
 
-    assert load_file(str(saved))["latent_tensor"].shape == (2, 16, 3, 12, 16)
+    assert load_file(str(saved))["latent_tensor"].shape == (1, channels, 16, 16)
+
+
+def test_preview_adapter_prints_a_console_note(comfy_server, models):
+    name = "lua_light_sd15.safetensors"
+    result = comfy_server.run_prompt(model_graph("SD15", _choice(comfy_server, name), 4), timeout=300)
+    assert result.ok, result.error
+    assert f"LUA: {name} is a PREVIEW adapter" in comfy_server.log_text()
+
+
+@pytest.mark.parametrize("fmt,adapter,channels,node,want", [
+    # same channel count, so only the MODEL can tell
+    ("Flux", "lua_light_sd3.safetensors", 16, "LUAModelLoader", "is an SD3 adapter but the connected model works in "
+                                                                  "FLUX.1 latents (latent format Flux)"),
+    ("SDXL", "lua_light_sd15.safetensors", 4, "LUAModelLoader", "is an SD1.5 adapter but the connected model works in "
+                                                                  "SDXL latents (latent format SDXL)"),
+    ("SD3", "lua_light_flux1.safetensors", 16, "LUALatentUpscale", "is a FLUX.1 adapter but the connected model "
+                                                                     "works in SD3 latents (latent format SD3)"),
+])
+def test_an_adapter_of_another_family_is_refused(comfy_server, models, fmt, adapter, channels, node, want):
+    graph = model_graph(fmt, _choice(comfy_server, adapter), channels, loader_gets_model=node == "LUAModelLoader")
+    result = comfy_server.run_prompt(graph, timeout=300)
+    assert not result.ok and result.node_type == node, result.error
+    assert want in result.error and adapter in result.error
+
+
+def test_video_model_is_refused_by_auto(comfy_server, models):
+    result = comfy_server.run_prompt(model_graph("Wan21", "auto", 16), timeout=300)
+    assert not result.ok and result.node_type == "LUAModelLoader"
+    assert "Wan21 latent space, for which there is no LUA adapter" in result.error
+
+
+def test_auto_without_a_model_says_what_to_connect(comfy_server, models):
+    result = comfy_server.run_prompt(model_graph("Flux", "auto", 16, model_on_upscale=False,
+                                                 loader_gets_model=False), timeout=300)
+    assert not result.ok and "'auto' needs the model input" in result.error
+
+
+def test_saved_workflows_survive_a_status_change(comfy_server, models):
+    """A workflow saved with the bare name (or with a label the entry no longer has) still validates and runs."""
+    for value in ("lua_light_flux1.safetensors", "lua_light_flux1.safetensors (preview)"):
+        result = comfy_server.run_prompt(model_graph("Flux", value, 16), timeout=300)
+        assert result.ok, result.error
+    from scripts.comfy_server import PromptValidationError
+
+    with pytest.raises(PromptValidationError) as info:
+        comfy_server.queue_prompt(model_graph("Flux", "no_such_adapter.safetensors", 16))
+    assert "neither in models/lua nor in the weights manifest" in str(info.value.response)
 
 
 def test_cancel_stops_a_long_tiled_run(comfy_server, models):

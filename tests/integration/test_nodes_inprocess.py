@@ -3,8 +3,11 @@ model_management, ProgressBar, interruption) from the provisioned ComfyUI tree."
 from __future__ import annotations
 
 import http.server
+import json
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,232 @@ def test_loader_offline_says_where_to_put_the_file(comfy, monkeypatch, tmp_path)
     with pytest.raises(RuntimeError, match=f"place it at {tmp_path}"):
         loader_node.LUAModelLoader().load("lua_flux.pth", "auto")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ issue 13: ComfyUI-native behaviour
+class _FakeModel:
+    """What the LUA nodes read from a MODEL: ``.model.latent_format`` (ComfyUI's own classes)."""
+
+    def __init__(self, fmt_name: str):
+        import comfy.latent_formats
+
+        self.model = type("BaseModelStub", (), {"latent_format": getattr(comfy.latent_formats, fmt_name)()})()
+
+
+@pytest.mark.parametrize("fmt,family", [("SD15", "sd15"), ("SDXL", "sdxl"), ("SDXL_Playground_2_5", "sdxl"),
+                                        ("SD3", "sd3"), ("Flux", "flux1"), ("Flux2", "flux2"), ("Wan21", None),
+                                        ("Wan22", None), ("HunyuanVideo", None), ("LTXV", None)])
+def test_family_is_read_from_the_models_latent_format(comfy, fmt, family):
+    from comfyui_lua.nodes.model_family import family_of_model
+
+    fam, name = family_of_model(_FakeModel(fmt))
+    assert (fam.name if fam else None) == family and name == fmt  # Flux derives from SD3 in ComfyUI: MRO order
+
+
+def test_choices_label_previews_from_the_manifest_status(comfy, monkeypatch):
+    from comfyui_lua.nodes import paths
+
+    manifest = Manifest.load()
+    choices = paths.model_choices()
+    assert choices[0] == "auto"
+    for e in manifest.entries:
+        assert (f"{e.name} (preview)" in choices) == (e.status == "preview")
+        assert paths.strip_label(paths.label_for(e.name, e)) == e.name
+    # the label follows the status field, not the file name
+    data = json.loads((REPO / "weights_manifest.json").read_text())
+    for m in data["models"]:
+        if m.get("status") == "preview":
+            m["status"] = "release"
+    released = Manifest.from_dict(data)
+    monkeypatch.setattr(paths, "load_manifest", lambda: released)
+    assert not any(c.endswith("(preview)") for c in paths.model_choices())
+    assert paths.strip_label("mine (preview).safetensors") == "mine (preview).safetensors"
+
+
+def test_validate_inputs_accepts_names_with_or_without_the_label(comfy):
+    from comfyui_lua.nodes.loader_node import LUAModelLoader
+
+    assert LUAModelLoader.VALIDATE_INPUTS("auto") is True
+    assert LUAModelLoader.VALIDATE_INPUTS("lua_light_sdxl.safetensors") is True
+    assert LUAModelLoader.VALIDATE_INPUTS("lua_light_sdxl.safetensors (preview)") is True
+    assert LUAModelLoader.VALIDATE_INPUTS("lua_flux.pth") is True  # downloadable
+    assert "neither in models/lua" in LUAModelLoader.VALIDATE_INPUTS("nope.safetensors")
+
+
+def test_auto_prefers_the_official_adapter_when_it_is_on_disk(comfy, monkeypatch):
+    from comfyui_lua.nodes import paths
+
+    real = paths.find_local
+    assert paths.best_for_family("flux1").name == "lua_light_flux1.safetensors"  # lua_flux.pth not downloaded
+    monkeypatch.setattr(paths, "find_local", lambda n: "/x/lua_flux.pth" if n == "lua_flux.pth" else real(n))
+    assert paths.best_for_family("flux1").name == "lua_flux.pth"
+    assert paths.best_for_family("sdxl").name == "lua_light_sdxl.safetensors"
+    monkeypatch.setattr(paths, "find_local", lambda n: None)  # nothing on disk: what can be downloaded
+    assert paths.best_for_family("flux1").name == "lua_flux.pth"
+    assert paths.best_for_family("sdxl") is None
+
+
+def test_loader_auto_and_the_family_check(comfy, caplog):
+    from comfyui_lua.nodes.loader_node import LUAModelLoader
+    from comfyui_lua.nodes.upscale_node import LUALatentUpscale
+
+    with caplog.at_level(logging.INFO):
+        (managed,) = LUAModelLoader().load("auto", "fp32", model=_FakeModel("SDXL"))
+    assert managed.model.family.name == "sdxl"
+    assert "auto picked lua_light_sdxl.safetensors" in caplog.text
+    assert "lua_light_sdxl.safetensors is a PREVIEW adapter" in caplog.text  # manifest status: preview
+    with pytest.raises(ValueError, match="lua_light_sdxl.safetensors is an SDXL adapter but the connected model works "
+                                         r"in SD1.5 latents \(latent format SD15\)"):
+        LUALatentUpscale().upscale(managed, {"samples": torch.randn(1, 4, 8, 8)}, 2.0, 0, 8, model=_FakeModel("SD15"))
+    (out,) = LUALatentUpscale().upscale(managed, {"samples": torch.randn(1, 4, 8, 8)}, 2.0, 0, 8,
+                                        model=_FakeModel("SDXL"))
+    assert out["samples"].shape == (1, 4, 16, 16)
+    with pytest.raises(ValueError, match="an SD3 adapter but the connected model works in FLUX.1"):
+        LUAModelLoader().load("lua_light_sd3.safetensors (preview)", "fp32", model=_FakeModel("Flux"))
+    with pytest.raises(ValueError, match="'auto' needs the model input"):
+        LUAModelLoader().load("auto", "fp32")
+    with pytest.raises(ValueError, match="Wan21 latent space, for which there is no LUA adapter"):
+        LUAModelLoader().load("auto", "fp32", model=_FakeModel("Wan21"))
+
+
+def test_no_note_for_an_adapter_that_is_not_a_preview(comfy, monkeypatch, caplog):
+    from comfyui_lua.nodes import loader_node, paths
+
+    data = json.loads((REPO / "weights_manifest.json").read_text())
+    for m in data["models"]:
+        m["status"] = "release" if m.get("status") == "preview" else m.get("status")
+        if m["status"] is None:
+            del m["status"]
+    released = Manifest.from_dict(data)
+    monkeypatch.setattr(paths, "load_manifest", lambda: released)
+    with caplog.at_level(logging.INFO):
+        loader_node.LUAModelLoader().load("lua_light_sd15.safetensors", "fp32")
+    assert "PREVIEW" not in caplog.text
+
+
+def test_video_latents_are_refused(comfy, flux_model):
+    from comfyui_lua.nodes.upscale_node import LUALatentUpscale, LUALatentUpscaleToSize
+
+    with pytest.raises(ValueError, match=r"video latent \(5-D.*no LUA adapter supports video latents"):
+        LUALatentUpscale().upscale(flux_model, {"samples": torch.randn(1, 16, 3, 8, 8)}, 2.0, 0, 8)
+    with pytest.raises(ValueError, match=r"video latent \(5-D"):
+        LUALatentUpscaleToSize().upscale(flux_model, {"samples": torch.randn(1, 16, 3, 8, 8)}, 128, 0, 0, 8)
+
+
+@pytest.mark.parametrize("case,expected", [
+    ({}, "bf16"),                                              # a GPU where ComfyUI would use bf16
+    ({"bf16": False}, "fp16"),                                 # only fp16 (e.g. Turing, or emulated bf16)
+    ({"bf16": False, "fp16": False}, "fp32"),                  # what --force-fp32 makes both say
+    ({"force_fp16": True}, "fp16"),                            # --force-fp16 puts fp16 first
+    ({"fp32_vae": True}, "fp32"), ({"bf16_vae": True, "bf16": False}, "bf16"), ({"fp16_vae": True}, "fp16"),
+])
+def test_auto_dtype_follows_comfyuis_rules(comfy, monkeypatch, case, expected):
+    mm = comfy["mm"]
+    from comfy.cli_args import args
+
+    from comfyui_lua.nodes.loader_node import auto_dtype
+
+    seen = []
+    monkeypatch.setattr(mm, "should_use_bf16", lambda device=None, **k: seen.append(device) or case.get("bf16", True))
+    monkeypatch.setattr(mm, "should_use_fp16", lambda device=None, **k: seen.append(device) or case.get("fp16", True))
+    for flag in ("force_fp16", "fp32_vae", "bf16_vae", "fp16_vae"):
+        monkeypatch.setattr(args, flag, bool(case.get(flag, False)))
+    cuda = torch.device("cuda", 0)
+    assert auto_dtype(cuda) == expected
+    assert all(d == cuda for d in seen)  # asked about the load device
+    assert auto_dtype(torch.device("cpu")) == "fp32"
+
+
+def test_force_fp32_flag_reaches_auto(comfy, monkeypatch):
+    """The real model_management functions, with --force-fp32 set: fp32 even where the GPU could do better."""
+    mm = comfy["mm"]
+    from comfyui_lua.nodes.loader_node import auto_dtype
+
+    monkeypatch.setattr(mm, "FORCE_FP32", True)
+    monkeypatch.setattr(mm, "is_device_cpu", lambda d: False)
+    assert auto_dtype(torch.device("cuda", 0)) == "fp32"
+
+
+def test_entry_without_sha256_must_have_its_presets_layout(comfy, tmp_path, monkeypatch):
+    """lua_flux.pth has no sha256 in the manifest: the file must be the paper config's exact layout."""
+    from comfyui_lua.nodes import loader_node, paths
+
+    torch.manual_seed(0)
+    fake = tmp_path / "lua_flux.pth"  # the official file's format (params_ema .pth), another architecture
+    torch.save({"params_ema": lua_core.LUANet(tiny_config(16)).state_dict()}, fake)
+    monkeypatch.setattr(paths, "find_local", lambda n: str(fake) if n == "lua_flux.pth" else None)
+    with pytest.raises(ValueError, match="is not the published paper-config checkpoint: embed_dim 24 "
+                                         r"\(expected 360\)"):
+        loader_node.LUAModelLoader().load("lua_flux.pth", "fp32")
+    # a light-config entry without a sha256 accepts a light-config file (the check compares with the preset)
+    light = save_checkpoint(lua_core.LUANet(lua_core.LIGHT_CONFIG.replace(in_chans=16)), tmp_path / "l.safetensors",
+                            "flux1")
+    entry = {"name": "l.safetensors", "filename": "l.safetensors", "family": "flux1", "scales": [2, 4],
+             "config": "light", "size": None, "sha256": None, "url": None, "bundled": None,
+             "license": "Apache-2.0", "source": "test", "description": ""}
+    monkeypatch.setattr(paths, "load_manifest", lambda: Manifest.from_dict({"format_version": 1, "models": [entry]}))
+    monkeypatch.setattr(paths, "find_local", lambda n: str(light))
+    (managed,) = loader_node.LUAModelLoader().load("l.safetensors", "fp32")
+    assert managed.model.config.embed_dim == lua_core.LIGHT_CONFIG.embed_dim
+
+
+def test_loader_downloads_from_the_hub_with_progress_and_cancel(comfy, tmp_path, monkeypatch):
+    """A manifest entry on the Hub (HF_ENDPOINT pointing at a local server that answers like it): ComfyUI's cancel
+    stops the transfer with its own exception, nothing is left in models/lua; the next queue downloads and loads."""
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub import constants
+
+    from comfyui_lua.nodes import loader_node, paths
+    from tests.unit import test_hub_download as hubtest
+
+    mm, utils = comfy["mm"], comfy["utils"]
+    torch.manual_seed(2)
+    src = save_checkpoint(lua_core.LUANet(tiny_config(16)), tmp_path / "hub_flux1.safetensors", "flux1")
+    data = src.read_bytes()
+    state = {"files": {"hub_flux1.safetensors": data}, "log": [], "lock": threading.Lock(), "cut_first": False,
+             "cut_done": False, "pause": threading.Event()}
+    servers = [hubtest._Server("hub", state), hubtest._Server("storage", state)]
+    state["storage_url"] = servers[1].url
+    for s in servers:
+        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", servers[0].url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+        monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
+        entry = {"name": "hub_flux1.safetensors", "filename": "hub_flux1.safetensors", "family": "flux1",
+                 "scales": [2, 4], "config": "light", "size": len(data), "sha256": file_sha256(src),
+                 "url": f"https://huggingface.co/{hubtest.REPO_ID}/resolve/main/hub_flux1.safetensors",
+                 "bundled": None, "license": "Apache-2.0", "source": "test", "description": ""}
+        manifest = Manifest.from_dict({"format_version": 1, "models": [entry]})
+        dest = tmp_path / "models_lua"
+        monkeypatch.setattr(paths, "load_manifest", lambda: manifest)
+        monkeypatch.setattr(paths, "download_folder", lambda: str(dest))
+        monkeypatch.setattr(paths, "find_local",
+                            lambda n: str(dest / n) if (dest / n).is_file() else None)
+        seen = []
+        utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append(value))
+
+        def press_cancel_soon():
+            while not seen or max(seen) < 5:
+                time.sleep(0.01)
+            mm.interrupt_current_processing(True)
+
+        threading.Thread(target=press_cancel_soon, daemon=True).start()
+        try:
+            with pytest.raises(mm.InterruptProcessingException):
+                loader_node.LUAModelLoader().load("hub_flux1.safetensors", "fp32")
+        finally:
+            mm.interrupt_current_processing(False)
+        assert not dest.exists() or [p.name for p in dest.iterdir()] == []
+        state["pause"] = None
+        seen.clear()
+        (managed,) = loader_node.LUAModelLoader().load("hub_flux1.safetensors", "fp32")
+        utils.set_progress_bar_global_hook(None)
+        assert managed.model.family.name == "flux1" and (dest / "hub_flux1.safetensors").read_bytes() == data
+        assert seen and max(seen) == 100
+    finally:
+        utils.set_progress_bar_global_hook(None)
+        for s in servers:
+            s.shutdown()
+            s.server_close()

@@ -131,7 +131,7 @@ class Case:
 
 
 def burst_cases(server: ComfyServer, photo: str) -> list[Case]:
-    """12 good and 8 bad prompts, interleaved."""
+    """11 good and 9 bad prompts (a video latent is refused since issue 13), interleaved."""
     def lat(name: str, tensor: torch.Tensor) -> str:
         return write_latent(server, f"burst_{name}.latent", tensor)
 
@@ -141,8 +141,6 @@ def burst_cases(server: ComfyServer, photo: str) -> list[Case]:
              shape=(2, 16, 10, 14)),
         Case("1x1 x4", latent_graph(lat("one", torch.randn(1, 16, 1, 1)), FLUX, "burst_one", scale=4.0),
              shape=(1, 16, 4, 4)),
-        Case("video", latent_graph(lat("video", torch.randn(1, 16, 2, 5, 6)), FLUX, "burst_video"),
-             shape=(1, 16, 2, 10, 12)),
         Case("to size", latent_graph(lat("size", torch.randn(1, 16, 12, 10)), FLUX, "burst_size", to_size=(160, 0)),
              shape=(1, 16, 24, 20)),
         Case("tiled", latent_graph(lat("tiled", torch.randn(1, 16, 20, 26)), FLUX, "burst_tiled", tile=8, overlap=4),
@@ -166,6 +164,8 @@ def burst_cases(server: ComfyServer, photo: str) -> list[Case]:
              error="batch is empty", node="LUALatentUpscale"),
         Case("3-D latent", latent_graph(lat("flat", torch.randn(16, 8, 8)), FLUX, "burst_bad_flat"),
              error="4-D [B,C,H,W] or 5-D", node="LUALatentUpscale"),
+        Case("video", latent_graph(lat("video", torch.randn(1, 16, 2, 5, 6)), FLUX, "burst_video"),
+             error="video latent (5-D", node="LUALatentUpscale"),
         Case("too large a factor", latent_graph(lat("far", torch.randn(1, 16, 4, 4)), FLUX, "burst_bad_far",
                                                 to_size=(256, 256)),
              error="exceeds this model's largest head x4", node="LUALatentUpscaleToSize"),

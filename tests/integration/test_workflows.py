@@ -16,9 +16,10 @@ from PIL import Image
 from lua_core.checkpoints.manifest import Manifest
 from scripts.comfy_server import ComfyServer, PromptValidationError
 from scripts.workflow_api import FRONTEND_ONLY_TYPES, _extra_values, _is_widget, widget_names, workflow_to_api
-from tests.browser.workflow_support import (FAMILY, IMAGE_IN, INPUT_IMAGE, LUA_LIGHT_RE, RUNNABLE, ensure_lua_weights,
-                                            load_workflow, lua_model_names, prepare_input_image, record_timing,
-                                            save_prefix, selected_models, workflow_paths)
+from tests.browser.workflow_support import (FAMILY, INPUT_IMAGE, LUA_LIGHT_RE, RUNNABLE, ensure_lua_weights,
+                                            downloadable_entries, load_workflow, lua_file_name, lua_model_names,
+                                            prepare_input_image,
+                                            record_timing, save_prefix, selected_models, workflow_paths)
 
 REPO = Path(__file__).resolve().parents[2]
 PATHS = workflow_paths()
@@ -54,10 +55,10 @@ def workflows() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def prepared(comfy_server: ComfyServer, workflows, shared_dir) -> dict[str, str]:
-    """LUA adapters the workflows name (bundled or random stand-ins) and the example photo, on the test server."""
+def prepared(comfy_server: ComfyServer, workflows) -> dict[str, str]:
+    """LUA adapters the workflows name (bundled or random stand-ins) and ComfyUI's example.png, on the test server."""
     used = ensure_lua_weights(lua_model_names(workflows.values()), Path(comfy_server.lua_models_dir))
-    prepare_input_image(Path(comfy_server.input_dir), shared_dir)
+    prepare_input_image(Path(comfy_server.input_dir), Path(comfy_server.comfy_dir))
     return used
 
 
@@ -118,11 +119,13 @@ def test_model_files_are_listed_for_download(path: Path):
                 assert m["name"].endswith(DOWNLOAD_SUFFIXES), m
         names = {m["name"] for m in entries}
         for value in node.get("widgets_values") or []:
+            if node["type"] == "LUAModelLoader" and isinstance(value, str):
+                value = lua_file_name(value)
             if not isinstance(value, str) or not value.endswith((".safetensors", ".sft", ".pth", ".ckpt")):
                 continue
             if node["type"] == "LUAModelLoader":
                 match = LUA_LIGHT_RE.match(value)
-                assert match or value in names, f"{value}: neither a bundled adapter nor listed"
+                assert match or value in downloadable_entries(), f"{value}: neither bundled nor downloadable"
                 if match:
                     assert match.group(1) == family, f"{path.stem} is {family} but selects {value}"
             else:
@@ -135,14 +138,18 @@ def lua_tae(family: str) -> str:
     return {"sd15": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux1": "taef1"}[family]
 
 
-def test_official_checkpoint_entry_matches_the_manifest():
+def test_official_checkpoint_is_fetched_by_the_loader():
+    """The FLUX.1 text-to-image workflow selects lua_flux.pth; the loader downloads it from the manifest's Hub URL,
+    so no workflow offers it to ComfyUI's Missing Models dialog (which refuses a .pth download)."""
     entry = Manifest.load().get("lua_flux.pth")
+    assert entry.family == "flux1" and entry.url.startswith("https://huggingface.co/")
+    selected = []
     for path in PATHS:
         for node in load_workflow(path)["nodes"]:
-            for m in (node.get("properties") or {}).get("models", []):
-                if m["name"] == "lua_flux.pth":
-                    assert m["url"] == entry.url and m["directory"] == "lua"
-                    assert FAMILY[path.stem] == entry.family == "flux1"
+            assert all(m["name"] != "lua_flux.pth" for m in (node.get("properties") or {}).get("models", []))
+            if node["type"] == "LUAModelLoader" and node["widgets_values"][0] == "lua_flux.pth":
+                selected.append(path.stem)
+    assert selected == ["lua_flux1_t2i_x2_x4"]
 
 
 # --------------------------------------------------------------- real server
@@ -281,12 +288,41 @@ def test_runnable_workflow_runs_and_writes_its_images(comfy_server: ComfyServer,
     assert sizes == RUNNABLE[stem]
 
 
-def test_image_in_workflow_loads_the_demo_photo():
-    """scripts/run_demo.py writes its photo as lua_demo_input.png and runs this workflow."""
-    wf = load_workflow(REPO / "workflows" / f"{IMAGE_IN}.json")
+@pytest.mark.parametrize("stem", sorted(RUNNABLE))
+def test_image_in_workflows_load_comfyuis_example_picture(stem: str):
+    """ComfyUI ships input/example.png, so a user's first queue of these workflows succeeds as is
+    (scripts/run_demo.py swaps in its own photo)."""
+    wf = load_workflow(REPO / "workflows" / f"{stem}.json")
     loads = [n for n in wf["nodes"] if n["type"] == "LoadImage"]
-    assert [n["widgets_values"][0] for n in loads] == [INPUT_IMAGE]
+    assert [n["widgets_values"][0] for n in loads] == [INPUT_IMAGE] == ["example.png"]
     assert sum(n["type"] == "LUAModelLoader" for n in wf["nodes"]) == 1
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_lua_nodes_get_the_diffusion_model(path: Path):
+    """Text-to-image workflows wire the diffusion model's MODEL into Load LUA Model and every LUA upscale (family
+    check, auto); FLUX.1 uses the official adapter, the others auto. The image-in workflows have no MODEL and keep
+    the bundled adapter by name (they must run with the tiny autoencoders alone)."""
+    wf = load_workflow(path)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    links = {l[0]: l for l in wf["links"]}
+    lua_nodes = [n for n in wf["nodes"] if n["type"] in ("LUAModelLoader", "LUALatentUpscale", "LUALatentUpscaleToSize")]
+    assert lua_nodes
+    for node in lua_nodes:
+        model_in = next(i for i in node["inputs"] if i["name"] == "model")
+        if path.stem in RUNNABLE:
+            assert model_in["link"] is None
+            continue
+        assert model_in["link"] is not None, f"node {node['id']} {node['type']}: model not connected"
+        src = nodes[links[model_in["link"]][1]]
+        assert src["type"] in ("UNETLoader", "CheckpointLoaderSimple"), src["type"]
+    choice = next(n for n in lua_nodes if n["type"] == "LUAModelLoader")["widgets_values"][0]
+    if path.stem in RUNNABLE:
+        assert LUA_LIGHT_RE.match(lua_file_name(choice)), choice
+    elif FAMILY[path.stem] == "flux1":
+        assert choice == "lua_flux.pth"
+    else:
+        assert choice == "auto"
 
 
 # ---------------------------------------------------------------- packaging

@@ -808,24 +808,63 @@ def test_read_only_filesystem(server, tmp_path):
     assert result["ok"] and result["listing"] == ["lua_ro.safetensors"] and server.requests == []
 
 
+def _stdlib_copy_of_the_downloader(root: Path) -> Path:
+    """A world-readable copy of the modules the child imports (no torch, no third-party packages), so a child
+    running as another user does not depend on whether that user may enter the checkout (a clone in /root,
+    a ``mktemp -d`` folder)."""
+    root.chmod(0o755)
+    pkg = root / "lua_core" / "checkpoints"
+    pkg.mkdir(parents=True)
+    for d in (root / "lua_core", pkg):
+        d.chmod(0o755)
+    for name in ("__init__.py", "download.py", "manifest.py"):
+        shutil.copyfile(REPO / "lua_core" / "checkpoints" / name, pkg / name)
+        (pkg / name).chmod(0o644)
+    return root / "lua_core"
+
+
+def _python_for(prefix: list[str], cwd: Path) -> Optional[str]:
+    """An interpreter the user of ``prefix`` may run (the venv's may sit in a folder it cannot enter)."""
+    candidates = [sys.executable, os.path.realpath(sys.executable), getattr(sys, "_base_executable", None),
+                  shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3"]
+    for cand in dict.fromkeys(c for c in candidates if c):
+        try:
+            probe = subprocess.run([*prefix, cand, "-I", "-c", "import hashlib, json, urllib.request"], cwd=cwd,
+                                   capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return cand
+    return None
+
+
 def test_folder_without_write_permission(server):
     """As an unprivileged user (root ignores mode bits, so root drops to 'nobody' with setpriv)."""
     server.add("lua_perm.safetensors", PAYLOAD)
     folder = Path(tempfile.mkdtemp(prefix="lua_perm_"))
+    code = Path(tempfile.mkdtemp(prefix="lua_perm_code_"))
     try:
         folder.chmod(0o555)
         dest = folder / "lua_perm.safetensors"
-        cmd = child_command(dest, [{"url": server.url("ok", dest.name)}])
+        prefix: list[str] = []
         if os.geteuid() == 0:
             if shutil.which("setpriv") is None:
                 pytest.skip("running as root without setpriv")
-            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-        (result,) = run_child(cmd)
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        python = _python_for(prefix, code)
+        if python is None:
+            pytest.skip("no Python interpreter that the unprivileged user may run")
+        cmd = child_command(dest, [{"url": server.url("ok", dest.name)}])
+        cmd[0], cmd[3] = python, str(_stdlib_copy_of_the_downloader(code))
+        proc = subprocess.run([*prefix, cmd[0], "-I", *cmd[1:]], capture_output=True, text=True, timeout=60, cwd=code)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (result,) = json.loads(proc.stdout.strip().splitlines()[-1])
         assert not result["ok"] and "Permission denied" in result["msg"] and "cannot write in" in result["msg"]
         assert result["listing"] == [] and server.requests == []
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(code, ignore_errors=True)
 
 
 def test_concurrent_processes_and_threads_download_once(server, tmp_path):
