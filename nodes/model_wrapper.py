@@ -7,7 +7,7 @@ import comfy.model_management as mm
 import comfy.model_patcher
 
 from ..lua_core.api import LUAModel
-from ..lua_core.engine.memory import bytes_per_pixel
+from ..lua_core.engine.memory import bytes_per_pixel, skip_reserve
 
 
 @dataclass
@@ -25,5 +25,6 @@ class ManagedLUAModel:
 
     def load(self, latent_pixels: int, scale: int) -> None:
         """Load the weights onto the compute device, freeing room for one pass's activations."""
-        activations = bytes_per_pixel(self.model.config, scale, self.model.dtype) * latent_pixels
+        cfg, dtype = self.model.config, self.model.dtype
+        activations = bytes_per_pixel(cfg, scale, dtype) * latent_pixels + skip_reserve(cfg, scale, 1, latent_pixels, 1, dtype)
         mm.load_models_gpu([self.patcher], memory_required=int(activations), force_full_load=True)

@@ -229,8 +229,9 @@ def config_from_metadata(metadata: Mapping[str, str], source: str = "checkpoint"
     for name in _FLOAT_FIELDS:
         if name in data and not ((is_int(data[name]) or isinstance(data[name], float)) and math.isfinite(data[name])):
             raise bad(name, "a finite number")
-    if "qkv_bias" in data and not isinstance(data["qkv_bias"], bool):
-        raise bad("qkv_bias", "true or false")
+    for name in ("qkv_bias", "tae_groupnorm"):
+        if name in data and not isinstance(data[name], bool):
+            raise bad(name, "true or false")
     if "skip" in data and not isinstance(data["skip"], str):
         raise bad("skip", "a string")
     try:

@@ -60,6 +60,8 @@ def footprint(config: LUAConfig, scale: int) -> Footprint:
     trunk_plain = 3 * e + max(window_step, (1 + 2 * r) * e)
     head_plain = e + max(8 * f * last, (f + c) * 4 * last)
     tail = 3 * c * scale * scale  # crop, bicubic skip, normalisation
+    if config.skip == "tae":  # teacher skip: the decoded image and its bicubic upscale (RGB, 8x per side)
+        tail += 3 * 64 * (scale * scale + 1)
     return Footprint(
         plain=max(trunk_plain, head_plain, tail) + inputs,
         trunk_keep=2 * e + inputs,
@@ -105,6 +107,19 @@ def chunk_plan(config: LUAConfig, scale: int, batch: int, height: int, width: in
     return Chunks(int(min(trunk, area)), int(min(head, area)))
 
 
+def skip_reserve(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype) -> int:
+    """Bytes the ``tae`` teacher skip's autoencoder passes hold beside the per-pixel estimate.
+
+    Its tiles cover at most ``TILE_PIXELS`` image pixels with about three 64-channel maps live.
+    """
+    if config.skip != "tae":
+        return 0
+    from ..model.teacher_skip import TILE_PIXELS
+
+    pixels = min(TILE_PIXELS, height * width * 64 * scale * scale)
+    return int(3 * 64 * pixels * _elem_size(dtype) * max(batch, 1) * MARGIN)
+
+
 def plan_memory(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype,
                 budget: Optional[int], device: torch.device,
                 overlap: int) -> tuple[int, int, Optional[Chunks]]:
@@ -115,6 +130,7 @@ def plan_memory(config: LUAConfig, scale: int, batch: int, height: int, width: i
     evenly sized spatial tiles (see :func:`auto_tile_shape`) each run chunked.
     """
     budget = default_budget(device) if budget is None else int(budget)
+    budget = max(budget - skip_reserve(config, scale, batch, height, width, dtype), 1)
     w = config.window_size
     if _window_pad(height, w) * _window_pad(width, w) * bytes_per_pixel(config, scale, dtype) * max(batch, 1) <= budget:
         return 0, 0, None

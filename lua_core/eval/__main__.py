@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lua_core.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", default="${shared}/data/val",
-                   help="image folder, searched recursively (${shared} and ${repo} are expanded; default %(default)s)")
+                   help="image folder, searched recursively (${shared} and ${repo} are expanded; default %(default)s), "
+                        "or 'holdout': the clean photographs held out of ${shared}/data/train")
+    p.add_argument("--paths", default=None,
+                   help="comma-separated subset of paths to run (default: all), e.g. lua,pixel_bicubic,pixel_lanczos")
     p.add_argument("--family", default=None, help="sd15, sdxl, sd3, flux1, flux2 (default: the checkpoint's)")
     p.add_argument("--checkpoint", default=None, help="a .safetensors/.pth path or a weights_manifest.json name")
     p.add_argument("--no-lua", action="store_true", help="baselines only (no checkpoint; needs --family)")
@@ -71,8 +74,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or str(REPO / "docs" / "eval" / "{family}")
     t0 = time.perf_counter()
     try:
-        result = evaluate(args.family, None if args.no_lua else args.checkpoint, expand_path(args.images),
+        images = args.images if args.images == "holdout" else expand_path(args.images)
+        result = evaluate(args.family, None if args.no_lua else args.checkpoint, images,
                           args.scales, args.crop, args.images_count, out_dir=out,
+                          only_paths=args.paths.split(",") if args.paths else None,
                           perceptual=not args.no_perceptual, device=args.device,
                           metrics_root=expand_path(args.metrics_dir),
                           log=None if args.quiet else (lambda m: print(m, flush=True)))

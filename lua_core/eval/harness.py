@@ -33,6 +33,10 @@ PICTURE_COLUMNS = (("base", "base decode"), ("latent_bicubic", "latent bicubic")
                    ("pixel_bicubic", "pixel bicubic"), (LUA, "LUA"), ("hr", "ground truth"))
 
 
+# ``images_dir`` value that selects the held-out clean photographs of the training folder.
+HOLDOUT = "holdout"
+
+
 def default_images_dir() -> Path:
     """``<shared>/data/val`` (``$LUA_SHARED_DIR`` or ``<repo>/../shared``)."""
     return shared_dir() / "data" / "val"
@@ -105,12 +109,14 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
              images_dir: Union[str, Path, None] = None, scales: Sequence[int] = (2, 4), crop: int = 256,
              count: int = 12, *, out_dir: Union[str, Path, None] = None, perceptual: bool = True,
              device: Union[str, torch.device] = "cpu", metrics_root: Union[str, Path, None] = None,
-             tae: Any = None, log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+             tae: Any = None, log: Optional[Callable[[str], None]] = None,
+             only_paths: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Evaluate LUA and the baselines; returns the JSON-able result (and writes the reports to ``out_dir``).
 
     ``checkpoint``: a path, a manifest name, a loaded :class:`LUAModel`, or None (baselines only; then
     ``family`` is required).  ``family`` defaults to the checkpoint's; ``{family}`` in ``out_dir`` is replaced.  ``tae`` overrides the decoder
-    (default: the family's tiny autoencoder).  ``perceptual=False`` skips LPIPS/DISTS.
+    (default: the family's tiny autoencoder).  ``perceptual=False`` skips LPIPS/DISTS; ``only_paths``
+    limits the paths run (the ceiling is always part of the report when listed).
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -141,13 +147,20 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     if crop <= 0 or crop % unit:
         raise ValueError(f"crop must be a positive multiple of {unit} px for {fam.label} at x{max(scales)} "
                          f"(the LR crop must be whole latent cells), got {crop}")
-    folder = Path(images_dir) if images_dir is not None else default_images_dir()
-    files = pick_val_images(folder, count)
+    if str(images_dir) == HOLDOUT:
+        from ..train.photos import holdout_photos
+
+        held = holdout_photos(shared_dir() / "data" / "train")
+        files = [held[int(i * len(held) / count)] for i in range(count)] if count < len(held) else held
+        folder = shared_dir() / "data" / "train"
+    else:
+        folder = Path(images_dir) if images_dir is not None else default_images_dir()
+        files = pick_val_images(folder, count)
 
     ae = tae if tae is not None else load_tae(fam, device=dev)
     decoder_name = getattr(ae, "name", type(ae).__name__)
     runner = PathRunner(ae, fam, model, dev)
-    paths = runner.paths()
+    paths = runner.paths() if only_paths is None else tuple(p for p in runner.paths() if p in only_paths)
     nets, unavailable = load_perceptual(dev, metrics_root) if perceptual else ({}, {
         n: "not computed (--no-perceptual)" for n in PERCEPTUAL_NAMES})
     metric_names = PIXEL_METRICS + tuple(n for n in PERCEPTUAL_NAMES if n in nets)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-SKIP_MODES = ("none", "bicubic")
+SKIP_MODES = ("none", "bicubic", "tae")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,11 @@ class LUAConfig:
     (``(z - shift) * scale``) and are undone on the output; the official
     checkpoint uses none (1 / 0).  ``skip`` adds a bicubic upsample of the
     input to the head output (no parameters, so the state-dict layout is
-    unchanged).
+    unchanged), or, with ``"tae"``, the teacher latent
+    ``encode(bicubic_up(decode(x)))`` of a tiny autoencoder held in the network
+    (``skip.*`` tensors; ``tae_groupnorm`` selects taef2's layout) to the head
+    output times a learned gain.  The ``tae`` skip works in the tiny
+    autoencoder's units, so ``in_scale``/``in_shift`` must be the family's.
     """
 
     in_chans: int = 16
@@ -33,6 +37,7 @@ class LUAConfig:
     in_scale: float = 1.0
     in_shift: float = 0.0
     skip: str = "none"
+    tae_groupnorm: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))

@@ -27,6 +27,7 @@ from torch import nn
 
 from .config import LUAConfig
 from .swin import RSTB, conv_rows, row_bands
+from .teacher_skip import TeacherSkip
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class LUANet(nn.Module):
             {f"x{s}": UpscaleHead(e, config.head_num_feat, c, s, config.leaky_relu_slope) for s in config.scales}
         )
         self.apply(self._init_weights)
+        self.skip: Optional[TeacherSkip] = TeacherSkip(c, config.tae_groupnorm) if config.skip == "tae" else None
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -251,9 +253,7 @@ class LUANet(nn.Module):
         if chunks is not None and not recording:
             return self._forward_chunked(x, scale, skip, chunks)
         out = self.heads[f"x{scale}"](self.features(pad_to_multiple(x, cfg.window_size)))
-        out = out[..., : h * scale, : w * scale]
-        if skip and cfg.skip == "bicubic":
-            out = out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+        out = self._add_skip(out[..., : h * scale, : w * scale], x, scale, skip)
         if cfg.in_shift or cfg.in_scale != 1.0:
             out = out / cfg.in_scale + cfg.in_shift
         return out.contiguous()
@@ -274,18 +274,33 @@ class LUANet(nn.Module):
         head_rows = chunks.head_rows(feats.shape[-1])
         self.heads[f"x{scale}"].forward_banded(feats, head_rows, sink)
         del feats
-        if skip and cfg.skip == "bicubic":
+        if self.skip is not None:
+            out.mul_(self.skip.gain)
+            if skip:
+                out.add_(self.skip.teacher(x, scale))
+        elif skip and cfg.skip == "bicubic":
             add_bicubic_rows(out, x, scale, head_rows)
         if cfg.in_shift or cfg.in_scale != 1.0:
             out.div_(cfg.in_scale).add_(cfg.in_shift)
         return out
 
+    def _add_skip(self, out: torch.Tensor, x: torch.Tensor, scale: int, skip: bool) -> torch.Tensor:
+        """Head output ``out`` (normalised units) plus the skip of ``x``; the ``tae`` gain applies even without it."""
+        if self.skip is not None:
+            out = out * self.skip.gain
+            return out + self.skip.teacher(x, scale) if skip else out
+        if skip and self.config.skip == "bicubic":
+            return out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+        return out
+
     def skip_term(self, z: torch.Tensor, scale: int) -> torch.Tensor:
-        """The bicubic skip's contribution to ``forward``'s raw output (zero when the config has none)."""
+        """The skip's contribution to ``forward``'s raw output (zero when the config has none)."""
         cfg = self.config
-        if cfg.skip != "bicubic":
+        if cfg.skip == "none":
             return torch.zeros((), dtype=z.dtype, device=z.device)
         x = (z - cfg.in_shift) * cfg.in_scale
+        if self.skip is not None:
+            return self.skip.teacher(x, scale) / cfg.in_scale
         return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) / cfg.in_scale
 
     def forward_all(self, z: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -296,9 +311,7 @@ class LUANet(nn.Module):
         feats = self.features(pad_to_multiple(x, cfg.window_size))
         result = {}
         for s in cfg.scales:
-            out = self.heads[f"x{s}"](feats)[..., : h * s, : w * s]
-            if cfg.skip == "bicubic":
-                out = out + F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
+            out = self._add_skip(self.heads[f"x{s}"](feats)[..., : h * s, : w * s], x, s, True)
             result[s] = (out / cfg.in_scale + cfg.in_shift).contiguous()
         return result
 

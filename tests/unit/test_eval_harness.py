@@ -97,3 +97,14 @@ def test_resolve_checkpoint():
     assert resolve_checkpoint(BUNDLED) == BUNDLED
     with pytest.raises(FileNotFoundError, match="not downloaded|neither"):
         resolve_checkpoint("lua_flux.pth")
+
+
+def test_holdout_set_and_path_subset(tmp_path, one_torch_thread):
+    from lua_core.tae import shared_dir
+    from lua_core.train.photos import holdout_photos
+
+    result = evaluate("sd15", None, "holdout", (2,), 64, 2, out_dir=tmp_path, perceptual=False,
+                      only_paths=["pixel_bicubic", "vae_ceiling"])
+    assert result["paths"] == ["vae_ceiling", "pixel_bicubic"]
+    held = {str(p.relative_to(shared_dir() / "data" / "train")) for p in holdout_photos(shared_dir() / "data" / "train")}
+    assert len(result["images"]["names"]) == 2 and set(result["images"]["names"]) <= held

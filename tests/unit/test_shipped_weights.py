@@ -1,9 +1,10 @@
 """The adapters bundled in weights/ against the baselines a user would otherwise pick, on real validation
 photographs decoded with each family's tiny autoencoder (issue 4's shipping bar, checked in CI).
 
-A ``release`` adapter must beat decode + pixel bicubic in PSNR at every scale it serves; a ``preview`` one
-is below that bar (its model card says by how much) and must still clearly beat every latent upscaler.
-The manifest's status must agree with what is measured here, so a stale claim fails either way.
+The ship bar (LPIPS below decode + pixel bicubic's and Lanczos's, PSNR within 0.5 dB of pixel bicubic's,
+at x2 and x4 on 512 px crops) is measured by ``scripts/release_adapter.py``; here every adapter must clearly
+beat every latent upscaler and stay below the autoencoder's ceiling, and a ``release`` one must not trail
+pixel bicubic by more than the allowance on these small crops either.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ BUNDLED = [e for e in Manifest.load() if e.bundled is not None]
 IMAGES = 4      # spread over ../shared/data/val
 CROP = 128      # px; x4 inputs are 32 px images (4x4 latents, FLUX.2 packs 2x2)
 LATENT_PATHS = ("latent_nearest", "latent_bilinear", "latent_bicubic", "latent_bislerp")
+PSNR_ALLOWANCE_DB = 0.5  # the ship bar: PSNR within 0.5 dB of decode + pixel bicubic
 MIN_GAIN_DB = 0.5  # dB over the best latent upscaler (the weakest bundled adapter, SDXL x2, measures ~0.85 here)
 
 
@@ -29,14 +31,15 @@ def measured(request, shared_dir, one_torch_thread):
 
 
 def test_status_agrees_with_the_pixel_bicubic_bar(measured):
+    """The ship bar is measured on 512 px crops by the release script; here a ``release`` adapter must at
+    least stay within its PSNR allowance of pixel bicubic on these small crops too."""
     entry, result = measured
     gaps = {key: rows["lua"]["psnr"] - rows["pixel_bicubic"]["psnr"] for key, rows in result["results"].items()}
-    beats = all(g > 0 for g in gaps.values())
+    assert entry.status in ("release", "preview"), entry.status
     if entry.status == "release":
-        assert beats, f"{entry.name} is marked release but trails decode + pixel bicubic: {gaps} dB"
-    else:
-        assert entry.status == "preview" and not beats, (
-            f"{entry.name} is marked {entry.status} but beats pixel bicubic ({gaps} dB): update its status and card")
+        assert all(g > -PSNR_ALLOWANCE_DB for g in gaps.values()), (
+            f"{entry.name} is marked release but trails decode + pixel bicubic by more than "
+            f"{PSNR_ALLOWANCE_DB} dB: {gaps}")
 
 
 def test_beats_every_latent_upscaler(measured):

@@ -1,0 +1,301 @@
+"""Decoder-in-the-loop fine-tuning of a light adapter against the true image (the shipped recipe).
+
+Each step draws fresh crops from the training photographs, makes the LR latent with the
+family's tiny autoencoder, upscales it with one head (x2 and x4 alternate), decodes a random
+window of the prediction with the frozen decoder (a margin around the scored centre keeps the
+border effects of a window out of the loss) and compares it with the true pixels:
+``l1 x L1 + fft x FFT-L1 + lpips x LPIPS(AlexNet)``.  The EMA of the weights is validated every
+``val_every`` steps (PSNR, LPIPS, DISTS against pixel bicubic on fixed crops) and the best is
+exported.  The run is resumable: ``<out>/state.pt`` holds everything, every draw is a function of
+``(seed, step)``, and a time budget (``--seconds``) stops it cleanly between steps.
+
+A bicubic-skip checkpoint given as ``--init`` is converted to the teacher skip (``skip="tae"``,
+the family's tiny autoencoder inside the network, residual gain 0.1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoints.export import save_checkpoint
+from ..checkpoints.formats import config_from_metadata, infer_config, load_into, read_checkpoint
+from ..families import get_family
+from ..model.network import LUANet
+from ..tae import load_tae, psnr, shared_dir
+from .data import bicubic_down
+from .ema import EMA
+from .losses import fft_l1
+from .photos import PhotoPool, holdout_photos, training_photos
+from .validate import center_crop
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of a fine-tune run (stored in its state and in the exported checkpoint)."""
+
+    family: str
+    init: str
+    batch: int = 4
+    lr: float = 2e-4
+    l1: float = 10.0
+    fft: float = 1.0
+    lpips: float = 0.3
+    gain_init: float = 0.1
+    lr_sizes_x2: tuple[int, ...] = (16, 20)
+    lr_sizes_x4: tuple[int, ...] = (8, 10)
+    window: int = 20  # decoded latent window (side)
+    margin: int = 2  # latent px of the window left out of the loss on each side
+    min_zoom: float = 0.5
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0
+    val_every: int = 200
+    val_crop: int = 384
+    val_images: int = 4  # per set (held-out clean photographs, validation textures)
+    seed: int = 0
+    train_dir: str = ""
+    val_dir: str = ""
+
+
+def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dict[str, Any]]:
+    """Load a light checkpoint as a ``skip="tae"`` network (converting a bicubic-skip one)."""
+    raw = read_checkpoint(path)
+    cfg = config_from_metadata(raw.metadata, str(path)) or infer_config(raw.tensors)
+    fam = get_family(family)
+    if cfg.in_chans != fam.model_channels:
+        raise ValueError(f"{Path(path).name} has {cfg.in_chans} latent channels; {fam.label} needs {fam.model_channels}")
+    if cfg.skip == "tae":
+        net = LUANet(cfg)
+        load_into(net, raw.tensors, str(path))
+        return net, {"from": Path(path).name, "converted": False}
+    net = LUANet(cfg.replace(skip="tae", tae_groupnorm=fam.name == "flux2",
+                             in_scale=fam.scale_factor, in_shift=fam.shift_factor))
+    own = net.state_dict()
+    trunk = {k: v.to(own[k].dtype) for k, v in raw.tensors.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(trunk, strict=False)
+    tae = load_tae(fam)
+    assert net.skip is not None
+    net.skip.encoder.load_state_dict(tae.encoder.state_dict())
+    net.skip.decoder.load_state_dict(tae.decoder.state_dict())
+    with torch.no_grad():
+        net.skip.gain.fill_(gain)
+    return net, {"from": Path(path).name, "converted": True, "loaded": len(trunk)}
+
+
+class Validator:
+    """Fixed centre crops of two image sets; pixel-bicubic baselines computed once."""
+
+    def __init__(self, tae, sets: dict[str, Sequence[Path]], crop: int, scales: Sequence[int]) -> None:
+        from ..eval.perceptual import load_perceptual
+        from .data import load_image
+
+        self.tae, self.scales = tae, tuple(scales)
+        self.metrics, _ = load_perceptual("cpu")
+        self.items: list[tuple[str, int, torch.Tensor, torch.Tensor, dict[str, Any]]] = []
+        for name, paths in sets.items():
+            for p in paths:
+                hr = center_crop(load_image(p, crop), crop).unsqueeze(0)
+                for s in self.scales:
+                    with torch.no_grad():
+                        z = tae.encode_raw(bicubic_down(hr, s))
+                    refs = {k: m.reference(hr) for k, m in self.metrics.items()}
+                    self.items.append((name, s, hr, z, refs))
+        self.baseline = self._score(lambda z, s, hr: F.interpolate(
+            tae.decode_raw(z).clamp(0, 1), scale_factor=s, mode="bicubic", align_corners=False).clamp(0, 1))
+
+    @torch.no_grad()
+    def _score(self, upscale) -> dict[str, dict[str, float]]:
+        sums: dict[str, dict[str, list[float]]] = {}
+        for name, s, hr, z, refs in self.items:
+            img = upscale(z, s, hr)
+            row = {"psnr": psnr(img, hr)}
+            for k, m in self.metrics.items():
+                row[k] = float(m.distance(img.clamp(0, 1), refs[k]).mean())
+            bucket = sums.setdefault(f"{name}_x{s}", {})
+            for k, v in row.items():
+                bucket.setdefault(k, []).append(v)
+        return {key: {k: sum(v) / len(v) for k, v in b.items()} for key, b in sums.items()}
+
+    def run(self, net: LUANet) -> dict[str, Any]:
+        scores = self._score(lambda z, s, hr: self.tae.decode_raw(net(z, s)).clamp(0, 1))
+        rel = []
+        for key, row in scores.items():
+            base = self.baseline[key]
+            row["d_psnr"] = row["psnr"] - base["psnr"]
+            for k in self.metrics:
+                row[f"{k}_ratio"] = row[k] / max(base[k], 1e-8)
+            ratios = [row[f"{k}_ratio"] for k in self.metrics]
+            rel.append(sum(ratios) / max(len(ratios), 1) - 0.1 * row["d_psnr"])
+        return {"sets": scores, "score": sum(rel) / len(rel)}
+
+
+class Finetuner:
+    """One resumable fine-tune run in ``out``."""
+
+    def __init__(self, cfg: FinetuneConfig, out: Path, threads: Optional[int] = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.cfg, self.out = cfg, Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.fam = get_family(cfg.family)
+        self.tae = load_tae(self.fam)
+        self.tae.decoder.to(memory_format=torch.channels_last)
+        train_dir = Path(cfg.train_dir or shared_dir() / "data" / "train")
+        val_dir = Path(cfg.val_dir or shared_dir() / "data" / "val")
+        state_path = self.out / "state.pt"
+        self.state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
+        if self.state is not None:
+            from ..model.config import LUAConfig
+
+            self.net = LUANet(LUAConfig.from_dict(self.state["net_config"]))
+            self.net.load_state_dict(self.state["net"])
+            self.info = self.state["init_info"]
+        else:
+            self.net, self.info = to_tae_skip(cfg.init, cfg.family, cfg.gain_init)
+        assert self.net.skip is not None
+        self.net.skip.encoder.requires_grad_(False)
+        self.net.skip.decoder.requires_grad_(False)
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.99))
+        self.ema = EMA(self.net, cfg.ema_decay, warmup=False)
+        self.step, self.best, self.history, self.seconds = 0, math.inf, [], 0.0
+        if self.state is not None:
+            self.opt.load_state_dict(self.state["opt"])
+            self.ema.load_state_dict(self.state["ema"])
+            self.step, self.best = self.state["step"], self.state["best"]
+            self.history, self.seconds = self.state["history"], self.state["seconds"]
+        self.pool = PhotoPool(training_photos(train_dir), cfg.min_zoom)
+        val_sets = {"holdout": _spread(holdout_photos(train_dir), cfg.val_images),
+                    "val": _spread(sorted(p for p in val_dir.rglob("*") if p.is_file()), cfg.val_images)}
+        self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales)
+        from ..eval.perceptual import LPIPS
+
+        self.lpips = LPIPS("alex") if cfg.lpips else None
+        self._stop = False
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+    def loss_step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        rng = random.Random(f"{cfg.seed}:{step}")
+        scale = self.net.scales[step % len(self.net.scales)]
+        size = rng.choice(cfg.lr_sizes_x2 if scale == 2 else cfg.lr_sizes_x4)
+        hr = self.pool.crops(rng, cfg.batch, size * 8 * scale)
+        with torch.no_grad():
+            z = self.tae.encode_raw(bicubic_down(hr, scale))
+        pred = self.net(z, scale)
+        side, win, m = pred.shape[-1], min(cfg.window, pred.shape[-1]), cfg.margin
+        top, left = rng.randrange(side - win + 1), rng.randrange(side - win + 1)
+        img = self.tae.decode_raw(pred[..., top:top + win, left:left + win].contiguous(memory_format=torch.channels_last))
+        img = img[..., 8 * m:8 * (win - m), 8 * m:8 * (win - m)]
+        ref = hr[..., 8 * (top + m):8 * (top + win - m), 8 * (left + m):8 * (left + win - m)]
+        terms = {"l1": (img - ref).abs().mean(), "fft": fft_l1(img, ref)}
+        if self.lpips is not None:
+            terms["lpips"] = self.lpips(img, ref).mean()
+        loss = sum(getattr(cfg, k) * v for k, v in terms.items())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        self.ema.update(self.net)
+        return {"scale": scale, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+    def save(self) -> None:
+        state = {"net_config": self.net.config.to_dict(), "net": self.net.state_dict(), "opt": self.opt.state_dict(),
+                 "ema": self.ema.state_dict(), "step": self.step, "best": self.best, "history": self.history,
+                 "seconds": self.seconds, "init_info": self.info, "config": asdict(self.cfg)}
+        tmp = self.out / "state.pt.part"
+        torch.save(state, tmp)
+        tmp.replace(self.out / "state.pt")
+
+    def export(self, name: str, val: dict[str, Any]) -> Path:
+        training = {"recipe": "finetune", "config": asdict(self.cfg), "steps": self.step,
+                    "seconds": round(self.seconds), "init": self.info, "validation": val,
+                    "learning_curve": [{k: h[k] for k in ("step", "seconds", "score")} for h in self.history]}
+        return save_checkpoint(self.ema.model, self.out / name, self.fam.name, training=training)
+
+    def validate(self) -> None:
+        val = self.validator.run(self.ema.model)
+        record = {"step": self.step, "seconds": round(self.seconds), "score": val["score"], "sets": val["sets"],
+                  "gain": float(self.ema.model.skip.gain)}
+        self.history.append(record)
+        self.log({"val": record})
+        self.export("latest.safetensors", val)
+        if val["score"] < self.best:
+            self.best = val["score"]
+            self.export("best.safetensors", val)
+
+    def run(self, seconds: float, max_steps: Optional[int] = None, log_every: int = 25) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        if self.step == 0 and not self.history:
+            self.log({"start": True, "init": self.info, "baseline": self.validator.baseline})
+            self.validate()
+            self.save()
+        start, mark = time.time(), time.time()
+        acc: dict[str, list[float]] = {}
+        while not self._stop and time.time() - start < seconds and (max_steps is None or self.step < max_steps):
+            t0 = time.time()
+            rec = self.loss_step(self.step)
+            self.step += 1
+            self.seconds += time.time() - t0
+            for k, v in rec.items():
+                acc.setdefault(f"{k}_x{rec['scale']}" if k != "scale" else k, []).append(v)
+            if self.step % log_every == 0:
+                self.log({"step": self.step, "s_per_step": round((time.time() - mark) / log_every, 3),
+                          **{k: round(sum(v) / len(v), 4) for k, v in acc.items() if k != "scale"}})
+                acc, mark = {}, time.time()
+            if self.step % self.cfg.val_every == 0:
+                self.validate()
+            if self.step % 50 == 0:
+                self.save()
+        self.save()
+
+
+def _spread(paths: Sequence[Path], count: int) -> list[Path]:
+    if count >= len(paths):
+        return list(paths)
+    step = len(paths) / count
+    return [paths[int(i * step)] for i in range(count)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m lua_core.train.finetune", description=__doc__.split("\n")[0])
+    p.add_argument("--family", required=True)
+    p.add_argument("--init", help="starting checkpoint (needed for a new run; ignored when <out>/state.pt exists)")
+    p.add_argument("--out", required=True, help="run folder (state.pt, metrics.jsonl, best/latest.safetensors)")
+    p.add_argument("--seconds", type=float, default=3600, help="wall-time budget of this stint")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a FinetuneConfig field")
+    args = p.parse_args(argv)
+    fields = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        fields[key] = json.loads(value)
+    state = Path(args.out) / "state.pt"
+    if state.is_file():
+        saved = torch.load(state, map_location="cpu", weights_only=False)["config"]
+        saved.update(fields)
+        cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    else:
+        if not args.init:
+            raise SystemExit("--init is required to start a new run")
+        cfg = FinetuneConfig(family=args.family, init=args.init, **fields)
+    Finetuner(cfg, Path(args.out), args.threads).run(args.seconds, args.max_steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The ship bar of scripts/release_finetuned.py, on made-up figures."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location(
+    "release_finetuned", Path(__file__).resolve().parents[2] / "scripts" / "release_finetuned.py")
+rel = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rel)  # type: ignore[union-attr]
+
+
+def _result(lua_psnr: float, lua_lpips: float) -> dict:
+    rows = {"lua": {"psnr": lua_psnr, "lpips": lua_lpips}, "pixel_bicubic": {"psnr": 22.0, "lpips": 0.30},
+            "pixel_lanczos": {"psnr": 22.0, "lpips": 0.29}, "latent_bicubic": {"psnr": 18.0, "lpips": 0.6},
+            "vae_ceiling": {"psnr": 26.0, "lpips": 0.10}}
+    return {"results": {"x2": rows}}
+
+
+def test_bar_needs_lpips_below_both_pixel_resizes():
+    assert rel.bar_misses(rel.figures(_result(22.0, 0.28))) == []
+    misses = rel.bar_misses(rel.figures(_result(22.0, 0.295)))  # below bicubic, not below Lanczos
+    assert len(misses) == 1 and "LPIPS" in misses[0]
+
+
+def test_bar_allows_half_a_db_below_bicubic():
+    assert rel.bar_misses(rel.figures(_result(21.6, 0.2))) == []
+    misses = rel.bar_misses(rel.figures(_result(21.4, 0.2)))
+    assert len(misses) == 1 and "PSNR" in misses[0]
+
+
+def test_gap_closed():
+    figs = rel.figures(_result(24.0, 0.20))
+    assert figs["x2"]["gap_closed_psnr"] == 0.5
+    assert figs["x2"]["gap_closed_lpips"] == 0.5

@@ -1,0 +1,183 @@
+"""The ``tae`` teacher skip: what it computes, its tiles, the network around it, its files and its fine-tune."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lua_core.api import load_model
+from lua_core.checkpoints.export import save_checkpoint
+from lua_core.engine.memory import footprint, skip_reserve
+from lua_core.engine.runner import run_network
+from lua_core.families import get_family
+from lua_core.model.config import LIGHT_CONFIG
+from lua_core.model.network import Chunks, LUANet
+from lua_core.tae import load_tae, shared_dir
+from lua_core.train.data import load_image
+from lua_core.train.finetune import FinetuneConfig, Finetuner, to_tae_skip
+from lua_core.train.photos import PhotoPool, holdout_photos, training_photos
+from lua_core.train.validate import center_crop
+
+REPO = Path(__file__).resolve().parents[2]
+SDXL = REPO / "weights" / "lua_light_sdxl.safetensors"
+
+
+@pytest.fixture(scope="module")
+def tae():
+    return load_tae("sdxl")
+
+
+@pytest.fixture(scope="module")
+def photo_latent(tae):
+    """The TAE latent of a real 256 px photograph (32x32)."""
+    val = sorted((shared_dir() / "data" / "val" / "urban100").iterdir())[0]
+    img = center_crop(load_image(val, 256), 256)[None]
+    with torch.no_grad():
+        return tae.encode(img)
+
+
+@pytest.fixture(scope="module")
+def net() -> LUANet:
+    """The bundled SDXL adapter (a teacher-skip file; a bicubic-skip one would be converted)."""
+    return to_tae_skip(SDXL, "sdxl", 0.1)[0].eval()
+
+
+def test_bicubic_skip_checkpoint_converts(tmp_path, tae):
+    fam = get_family("sdxl")
+    old = LUANet(LIGHT_CONFIG.replace(in_chans=4, in_scale=fam.scale_factor))
+    path = save_checkpoint(old, tmp_path / "bicubic.safetensors", "sdxl", dtype=torch.float32)
+    new, info = to_tae_skip(path, "sdxl", 0.1)
+    assert info["converted"] and info["loaded"] == len(old.state_dict()) - sum(
+        "relative_position_index" in k or "attn_mask" in k for k in old.state_dict())
+    assert new.config.skip == "tae" and new.skip.gain.item() == pytest.approx(0.1)
+    assert torch.equal(new.conv_first.weight, old.conv_first.weight)
+    assert torch.equal(new.heads["x4"].conv_last.weight, old.heads["x4"].conv_last.weight)
+    for mine, theirs in ((new.skip.encoder, tae.encoder), (new.skip.decoder, tae.decoder)):
+        for (k, a), (_, b) in zip(mine.state_dict().items(), theirs.state_dict().items()):
+            assert torch.equal(a, b), k
+
+
+def test_teacher_is_the_pixel_bicubic_latent(net, tae, photo_latent):
+    with torch.no_grad():
+        want = tae.encode(F.interpolate(tae.decode(photo_latent).clamp(0, 1), scale_factor=2, mode="bicubic",
+                                        align_corners=False).clamp(0, 1))
+        got = net.skip.teacher(photo_latent, 2)
+    assert got.shape == (1, 4, 64, 64)
+    assert (got - want).abs().max() < 2e-3  # channels-last kernels round differently
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_tiled_teacher_matches_the_whole_pass(net, photo_latent, scale):
+    with torch.no_grad():
+        whole = net.skip.teacher(photo_latent, scale, tile_pixels=10 ** 9)
+        tiled = net.skip.teacher(photo_latent, scale, tile_pixels=(40 * 8) ** 2)
+    assert tiled.shape == whole.shape
+    assert (tiled - whole).abs().max() < 3e-3
+    # a margin that is too small shows: the check above can fail
+    with torch.no_grad():
+        rough = net.skip.teacher(photo_latent, scale, tile_pixels=(12 * 8) ** 2, margin=1)
+    assert (rough - whole).abs().max() > 3e-2
+
+
+def test_network_output_is_teacher_plus_gain_times_residual(net, photo_latent):
+    fam = get_family("sdxl")
+    z = fam.tae_to_raw(photo_latent)
+    with torch.no_grad():
+        out = net(z, 2)
+        residual = net(z, 2, skip=False)
+        teacher = net.skip_term(z, 2)
+        saved = net.skip.gain.item()
+        net.skip.gain.fill_(0.0)
+        only_teacher = net(z, 2)
+        net.skip.gain.fill_(saved)
+    assert torch.allclose(out, residual + teacher, atol=1e-4)
+    with torch.no_grad():
+        assert (fam.raw_to_tae(only_teacher) - net.skip.teacher(photo_latent, 2)).abs().max() < 2e-3  # raw units are 1/0.13 times larger
+    assert (out - only_teacher).abs().mean() > 1e-3  # the residual does something
+
+
+def test_chunked_and_tiled_passes_agree_with_the_plain_one(net, photo_latent):
+    z = get_family("sdxl").tae_to_raw(photo_latent)
+    with torch.no_grad():
+        plain = net(z, 4)
+        chunked = net(z, 4, chunks=Chunks(trunk=64, head=64))
+        tiled = run_network(net, z, 4, tile_size=16, tile_overlap=8)
+    assert torch.allclose(chunked, plain, atol=1e-4)
+    assert tiled.shape == plain.shape
+    assert (tiled - plain).abs().mean() < 0.02 * plain.abs().mean()
+
+
+def test_file_round_trip_keeps_the_skip(net, photo_latent, tmp_path):
+    path = save_checkpoint(net, tmp_path / "tae_skip.safetensors", "sdxl", dtype=torch.float32)
+    model = load_model(path, device="cpu", dtype="fp32")
+    assert model.config.skip == "tae" and not model.config.tae_groupnorm
+    z = get_family("sdxl").tae_to_raw(photo_latent)
+    with torch.no_grad():
+        assert torch.allclose(model.net(z, 2), net(z, 2), atol=1e-5)
+    # a file of this kind converts to itself (no second conversion)
+    again, info = to_tae_skip(path, "sdxl", 0.5)
+    assert not info["converted"] and again.skip.gain.item() == pytest.approx(net.skip.gain.item())
+
+
+def test_wrong_family_is_refused():
+    with pytest.raises(ValueError, match="latent channels"):
+        to_tae_skip(SDXL, "flux1", 0.1)
+
+
+def test_memory_estimate_counts_the_skip():
+    tae_cfg = LIGHT_CONFIG.replace(in_chans=4, skip="tae")
+    assert footprint(tae_cfg, 4).plain > footprint(LIGHT_CONFIG.replace(in_chans=4), 4).plain
+    assert skip_reserve(LIGHT_CONFIG, 2, 1, 128, 128, torch.float32) == 0
+    small = skip_reserve(tae_cfg, 2, 1, 8, 8, torch.float32)
+    large = skip_reserve(tae_cfg, 2, 1, 512, 512, torch.float32)
+    assert 0 < small < large == skip_reserve(tae_cfg, 2, 1, 1024, 1024, torch.float32)  # bounded by the tile
+
+
+def test_holdout_is_disjoint_from_training():
+    train_dir = shared_dir() / "data" / "train"
+    held = holdout_photos(train_dir)
+    train = training_photos(train_dir)
+    assert len(held) >= 24
+    assert not set(held) & set(train)
+    assert {p.parent.name for p in held} == {"sun_hays80", "imagenet_sample"}
+
+
+def test_photo_pool_crops():
+    import random
+
+    paths = sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[:3]
+    pool = PhotoPool(paths)
+    a = pool.crops(random.Random(1), 2, 96)
+    b = pool.crops(random.Random(1), 2, 96)
+    assert a.shape == (2, 3, 96, 96) and torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1 and a.std() > 0.02
+
+
+@pytest.mark.slow
+def test_finetune_runs_exports_and_resumes(tmp_path):
+    photos = tmp_path / "train" / "sun_hays80"
+    photos.mkdir(parents=True)
+    for p in sorted((shared_dir() / "data" / "train" / "sun_hays80").iterdir())[:4]:
+        shutil.copy(p, photos / p.name)
+    val = tmp_path / "val"
+    val.mkdir()
+    for p in sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[:1]:
+        shutil.copy(p, val / p.name)
+    cfg = FinetuneConfig(family="sdxl", init=str(SDXL), batch=1, lpips=0.0, lr_sizes_x2=(8,), lr_sizes_x4=(4,),
+                         window=8, val_every=2, val_crop=128, val_images=1, train_dir=str(tmp_path / "train"),
+                         val_dir=str(val))
+    out = tmp_path / "run"
+    Finetuner(cfg, out, threads=1).run(seconds=600, max_steps=2)
+    assert (out / "best.safetensors").is_file() and (out / "state.pt").is_file()
+    first = torch.load(out / "state.pt", weights_only=False)
+    assert first["step"] == 2 and len(first["history"]) == 2  # step 0 and step 2
+    Finetuner(cfg, out, threads=1).run(seconds=600, max_steps=3)
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert state["step"] == 3 and len(state["history"]) == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum("start" in r for r in records) == 1
+    assert load_model(out / "best.safetensors", device="cpu").config.skip == "tae"
