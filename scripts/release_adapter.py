@@ -109,6 +109,24 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], result: dict[str, Any
     return "\n".join(lines)
 
 
+def with_entry(entry: ManifestEntry) -> dict[str, Any]:
+    """The manifest with ``entry`` added or replacing the one of its name (family order kept), validated."""
+    manifest = json.loads(DEFAULT_MANIFEST_PATH.read_text())
+    models = [m for m in manifest["models"] if m["name"] != entry.name]
+    models.append(entry.to_dict())
+    order = {f: i for i, f in enumerate(("flux1", "flux2", "sd3", "sdxl", "sd15"))}
+    models.sort(key=lambda m: (order.get(m["family"], 9), m["config"] != "paper", m["name"]))
+    manifest["models"] = models
+    Manifest.from_dict(manifest)
+    return manifest
+
+
+def write_manifest(manifest: dict[str, Any]) -> None:
+    tmp = DEFAULT_MANIFEST_PATH.with_suffix(".part")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, DEFAULT_MANIFEST_PATH)
+
+
 def summary_table() -> str:
     """Markdown table of every bundled adapter's evaluation figures (for the README)."""
     rows = ["| adapter | status | x2 LUA / pixel bicubic / latent bicubic / ceiling | x2 LPIPS LUA / pixel bicubic "
@@ -182,16 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           status=status, training=training, model_card=card_rel)
     (REPO / card_rel).write_text(model_card(entry, meta, result, figs, minutes, a.hardware, a.recipe, eval_json, eval_cmd,
                                             a.note))
-    manifest = json.loads(DEFAULT_MANIFEST_PATH.read_text())
-    models = [m for m in manifest["models"] if m["name"] != name]
-    models.append(entry.to_dict())
-    order = {f: i for i, f in enumerate(("flux1", "flux2", "sd3", "sdxl", "sd15"))}
-    models.sort(key=lambda m: (order.get(m["family"], 9), m["config"] != "paper", m["name"]))
-    manifest["models"] = models
-    Manifest.from_dict(manifest)  # validate before writing
-    tmp = DEFAULT_MANIFEST_PATH.with_suffix(".part")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, DEFAULT_MANIFEST_PATH)
+    write_manifest(with_entry(entry))
     print(f"{name}: {status}, {entry.size:,} bytes, sha256 {digest[:12]}…, card {card_rel}")
     return 0
 

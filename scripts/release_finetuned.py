@@ -23,8 +23,9 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lua_core.checkpoints.manifest import DEFAULT_MANIFEST_PATH, Manifest, ManifestEntry, file_sha256  # noqa: E402
+from lua_core.checkpoints.manifest import ManifestEntry, file_sha256  # noqa: E402
 from lua_core.families import get_family  # noqa: E402
+from scripts.release_adapter import with_entry, write_manifest  # noqa: E402
 
 PATHS = ("lua", "pixel_bicubic", "pixel_lanczos", "latent_bicubic", "vae_ceiling")
 METRICS = ("psnr", "ssim", "lpips", "dists")
@@ -137,6 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--eval-holdout", required=True, type=Path)
     p.add_argument("--eval-val", required=True, type=Path)
     p.add_argument("--hardware", required=True)
+    p.add_argument("--note", default="", help="markdown appended to the card (e.g. what the file replaces)")
     a = p.parse_args(argv)
 
     import lua_core
@@ -191,18 +193,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                           license="Apache-2.0", source=f"ComfyUI-LUA: python -m lua_core.train.finetune, {a.hardware}",
                           description=desc, status=status, training=training, model_card=card_rel)
     card = model_card(entry, meta, results, figs, misses, a.hardware, commands, model.net.num_parameters())
-    manifest = json.loads(DEFAULT_MANIFEST_PATH.read_text())
-    models = [m for m in manifest["models"] if m["name"] != name]
-    models.append(entry.to_dict())
-    order = {f: i for i, f in enumerate(("flux1", "flux2", "sd3", "sdxl", "sd15"))}
-    models.sort(key=lambda m: (order.get(m["family"], 9), m["config"] != "paper", m["name"]))
-    manifest["models"] = models
-    Manifest.from_dict(manifest)  # validate before writing anything
+    if a.note:
+        card += "\n" + a.note.strip() + "\n"
+    manifest = with_entry(entry)  # validated before anything is written
     os.replace(tmp, dest)
     (REPO / card_rel).write_text(card)
-    mtmp = DEFAULT_MANIFEST_PATH.with_suffix(".part")
-    mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(mtmp, DEFAULT_MANIFEST_PATH)
+    write_manifest(manifest)
     print(f"{name}: {status}, {entry.size:,} bytes, sha256 {digest[:12]}…, card {card_rel}")
     for m in misses:
         print(f"  misses: {m}")

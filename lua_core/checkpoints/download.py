@@ -175,25 +175,12 @@ def download_from_hub(hub: HubFile, dest_path: PathLike, *, sha256: Optional[str
     url = hub_url(hub, endpoint)
     if sha256 is not None:
         sha256 = sha256.lower()
-    if _verify_existing(url, dest, sha256, size):
-        return dest
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(url, dest, f"cannot create the directory {dest.parent} ({_os_reason(exc)})") from exc
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(_exclusive_lock(lock_path_for(dest)))
-        except OSError as exc:
-            raise DownloadError(url, dest, f"cannot write in {dest.parent} ({_os_reason(exc)})") from exc
-        if _verify_existing(url, dest, sha256, size):
-            logger.info("LUA: %s was completed by another download", dest)
-            return dest
-        _remove_stale_parts(dest)
-        cached = _hub_fetch(hub, url, dest, progress=progress, cancel=cancel, cache_dir=cache_dir,
-                            endpoint=endpoint, token=token)
-        _check_hub_file(url, dest, cached, sha256=sha256, size=size)
-        _place(url, cached, dest)
+    with _claim(url, dest, sha256, size) as needed:
+        if needed:
+            cached = _hub_fetch(hub, url, dest, progress=progress, cancel=cancel, cache_dir=cache_dir,
+                                endpoint=endpoint, token=token)
+            _check_hub_file(url, dest, cached, sha256=sha256, size=size)
+            _place(url, cached, dest)
     logger.info("LUA: %s -> %s", url, dest)
     return dest
 
@@ -343,24 +330,10 @@ def download_file(url: str, dest_path: PathLike, *, sha256: Optional[str] = None
     if size is not None and size <= 0:
         raise ValueError(f"size must be a positive number of bytes, got {size}")
 
-    if _verify_existing(url, dest, sha256, size):
-        return dest
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(url, dest, f"cannot create the directory {dest.parent} ({_os_reason(exc)})") from exc
-
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(_exclusive_lock(lock_path_for(dest)))
-        except OSError as exc:
-            raise DownloadError(url, dest, f"cannot write in {dest.parent} ({_os_reason(exc)})") from exc
-        if _verify_existing(url, dest, sha256, size):
-            logger.info("LUA: %s was completed by another download", dest)
-            return dest
-        _remove_stale_parts(dest)
-        _fetch(url, dest, sha256=sha256, size=size, progress=progress, timeout=timeout,
-               chunk_size=chunk_size, opener=opener)
+    with _claim(url, dest, sha256, size) as needed:
+        if needed:
+            _fetch(url, dest, sha256=sha256, size=size, progress=progress, timeout=timeout,
+                   chunk_size=chunk_size, opener=opener)
     return dest
 
 
@@ -383,6 +356,32 @@ def _remove_stale_parts(dest: Path) -> None:
             except OSError as exc:
                 logger.warning("LUA: could not remove the stale temporary file %s: %s", name, exc)
 
+
+@contextmanager
+def _claim(url: str, dest: Path, sha256: Optional[str], size: Optional[int]) -> Iterator[bool]:
+    """Hold ``dest``'s download lock; yields False when a complete, verified file is already there.
+
+    Makes the folder, re-checks under the lock (another process may have finished it) and clears
+    stale partial files before yielding True.
+    """
+    if _verify_existing(url, dest, sha256, size):
+        yield False
+        return
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(url, dest, f"cannot create the directory {dest.parent} ({_os_reason(exc)})") from exc
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(_exclusive_lock(lock_path_for(dest)))
+        except OSError as exc:
+            raise DownloadError(url, dest, f"cannot write in {dest.parent} ({_os_reason(exc)})") from exc
+        if _verify_existing(url, dest, sha256, size):
+            logger.info("LUA: %s was completed by another download", dest)
+            yield False
+            return
+        _remove_stale_parts(dest)
+        yield True
 
 def _verify_existing(url: Optional[str], dest: Path, sha256: Optional[str], size: Optional[int]) -> bool:
     """True if ``dest`` exists and matches; raise if it exists and does not; False if absent."""
