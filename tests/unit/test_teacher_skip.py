@@ -72,6 +72,8 @@ def test_teacher_is_the_pixel_bicubic_latent(net, tae, photo_latent):
 
 @pytest.mark.parametrize("scale", [2, 4])
 def test_tiled_teacher_matches_the_whole_pass(net, photo_latent, scale):
+    if scale == 4:
+        photo_latent = photo_latent[..., :16, :16]  # same tiling (several tiles), a quarter of the work
     with torch.no_grad():
         whole = net.skip.teacher(photo_latent, scale, tile_pixels=10 ** 9)
         tiled = net.skip.teacher(photo_latent, scale, tile_pixels=(40 * 8) ** 2)
