@@ -164,15 +164,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     misses = [f"{k} {m}" for k in figs for m in bar_misses(figs[k])]
     status = "release" if not misses else "preview"
     meta = dict(model.training_summary or {})
-    history = meta.get("learning_curve") or []
-    state_hist = meta.get("validation", {})
     meta["gain"] = round(float(model.net.skip.gain), 4) if getattr(model.net, "skip", None) is not None else None
     run_metrics = a.checkpoint.parent / "metrics.jsonl"
     if run_metrics.is_file():
         full = [json.loads(line)["val"] for line in run_metrics.read_text().splitlines() if '"val"' in line]
         meta["learning_curve_full"] = [v for v in full if v["step"] <= meta.get("steps", 10 ** 9)]
         meta["curve_sets"] = list(full[0]["sets"]) if full else []
-    del history, state_hist
     dest = REPO / "weights" / name
     tmp = dest.with_suffix(".part")
     shutil.copyfile(a.checkpoint, tmp)

@@ -21,7 +21,7 @@ from ..checkpoints.manifest import file_sha256
 from ..families import get_family
 from ..tae import load_tae, shared_dir
 from ..train.data import load_image
-from ..train.validate import center_crop, pick_val_images
+from ..train.validate import center_crop, pick_val_images, spread
 from . import metrics as M
 from .perceptual import FETCH_COMMAND, PERCEPTUAL_NAMES, load_perceptual
 from .pipeline import CEILING, LABELS, LUA, STAGES, PathRunner, PathResult, nearest_to
@@ -151,7 +151,7 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
         from ..train.photos import holdout_photos
 
         held = holdout_photos(shared_dir() / "data" / "train")
-        files = [held[int(i * len(held) / count)] for i in range(count)] if count < len(held) else held
+        files = spread(held, count)
         folder = shared_dir() / "data" / "train"
     else:
         folder = Path(images_dir) if images_dir is not None else default_images_dir()

@@ -37,7 +37,7 @@ from .data import bicubic_down
 from .ema import EMA
 from .losses import fft_l1
 from .photos import PhotoPool, holdout_photos, training_photos
-from .validate import center_crop
+from .validate import center_crop, pick_val_images, spread
 
 
 @dataclass
@@ -105,11 +105,10 @@ class Validator:
         for name, paths in sets.items():
             for p in paths:
                 hr = center_crop(load_image(p, crop), crop).unsqueeze(0)
-                for s in self.scales:
-                    with torch.no_grad():
-                        z = tae.encode_raw(bicubic_down(hr, s))
+                with torch.no_grad():
                     refs = {k: m.reference(hr) for k, m in self.metrics.items()}
-                    self.items.append((name, s, hr, z, refs))
+                    for s in self.scales:
+                        self.items.append((name, s, hr, tae.encode_raw(bicubic_down(hr, s)), refs))
         self.baseline = self._score(lambda z, s, hr: F.interpolate(
             tae.decode_raw(z).clamp(0, 1), scale_factor=s, mode="bicubic", align_corners=False).clamp(0, 1))
 
@@ -142,7 +141,8 @@ class Validator:
 class Finetuner:
     """One resumable fine-tune run in ``out``."""
 
-    def __init__(self, cfg: FinetuneConfig, out: Path, threads: Optional[int] = None) -> None:
+    def __init__(self, cfg: FinetuneConfig, out: Path, threads: Optional[int] = None,
+                 state: Optional[dict[str, Any]] = None) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.cfg, self.out = cfg, Path(out)
@@ -153,7 +153,9 @@ class Finetuner:
         train_dir = Path(cfg.train_dir or shared_dir() / "data" / "train")
         val_dir = Path(cfg.val_dir or shared_dir() / "data" / "val")
         state_path = self.out / "state.pt"
-        self.state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
+        if state is None and state_path.is_file():
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        self.state = state
         if self.state is not None:
             from ..model.config import LUAConfig
 
@@ -175,8 +177,8 @@ class Finetuner:
             self.step, self.best = self.state["step"], self.state["best"]
             self.history, self.seconds = self.state["history"], self.state["seconds"]
         self.pool = PhotoPool(training_photos(train_dir), cfg.min_zoom)
-        val_sets = {"holdout": _spread(holdout_photos(train_dir), cfg.val_images),
-                    "val": _spread(sorted(p for p in val_dir.rglob("*") if p.is_file()), cfg.val_images)}
+        val_sets = {"holdout": spread(holdout_photos(train_dir), cfg.val_images),
+                    "val": pick_val_images(val_dir, cfg.val_images)}
         self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales)
         from ..eval.perceptual import LPIPS
 
@@ -264,13 +266,6 @@ class Finetuner:
         self.save()
 
 
-def _spread(paths: Sequence[Path], count: int) -> list[Path]:
-    if count >= len(paths):
-        return list(paths)
-    step = len(paths) / count
-    return [paths[int(i * step)] for i in range(count)]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m lua_core.train.finetune", description=__doc__.split("\n")[0])
     p.add_argument("--family", required=True)
@@ -285,16 +280,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         fields[key] = json.loads(value)
-    state = Path(args.out) / "state.pt"
-    if state.is_file():
-        saved = torch.load(state, map_location="cpu", weights_only=False)["config"]
+    state_path = Path(args.out) / "state.pt"
+    state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
+    if state is not None:
+        saved = dict(state["config"])
         saved.update(fields)
         cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     else:
         if not args.init:
             raise SystemExit("--init is required to start a new run")
         cfg = FinetuneConfig(family=args.family, init=args.init, **fields)
-    Finetuner(cfg, Path(args.out), args.threads).run(args.seconds, args.max_steps)
+    Finetuner(cfg, Path(args.out), args.threads, state).run(args.seconds, args.max_steps)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,17 @@ from .data import bicubic_down, list_images, load_image
 from .vae_backends import VAEBackend
 
 
+def spread(paths: Sequence[Path], count: int) -> list[Path]:
+    """``count`` of ``paths`` spread evenly over the list (all of them when there are no more)."""
+    if count >= len(paths):
+        return list(paths)
+    step = len(paths) / count
+    return [paths[int(i * step)] for i in range(count)]
+
+
 def pick_val_images(folder: str | Path, count: int) -> list[Path]:
     """``count`` images spread evenly over the sorted list (deterministic)."""
-    files = list_images(folder)
-    if count >= len(files):
-        return files
-    step = len(files) / count
-    return [files[int(i * step)] for i in range(count)]
+    return spread(list_images(folder), count)
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
