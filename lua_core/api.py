@@ -14,17 +14,18 @@ from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
-from .checkpoints.formats import (CheckpointError, check_build_cost, config_from_metadata, infer_config,
-                                  inference_sources, json_metadata, load_into, read_checkpoint, METADATA_PREFIX,
-                                  RawCheckpoint)
+from .checkpoints.formats import METADATA_PREFIX, RawCheckpoint, config_from_metadata, json_metadata, load_into, read_checkpoint
+from .dtypes import DTYPES, dtype_from_name
+from .engine.memory import pass_memory
 from .engine.runner import CancelFn, ProgressFn, run_network
+from .errors import CheckpointError
 from .families import LatentFamily, get_family
 from .model.config import LUAConfig
+from .model.detect import check_build_cost, infer_config, inference_sources
 from .model.network import LUANet
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
 DTypeLike = Union[str, torch.dtype, None]
 
 
@@ -41,7 +42,7 @@ def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
 def resolve_dtype(dtype: DTypeLike, device: torch.device) -> torch.dtype:
     """``auto``: fp32 on CPU (fastest there and exact), bf16 on CUDA when supported, else fp16."""
     if isinstance(dtype, torch.dtype):
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        if dtype not in DTYPES.values():
             raise ValueError(f"unsupported dtype {dtype}; use fp32, bf16 or fp16")
         return dtype
     if dtype is None or str(dtype).lower() == "auto":
@@ -50,10 +51,10 @@ def resolve_dtype(dtype: DTypeLike, device: torch.device) -> torch.dtype:
         if device.type == "mps":
             return torch.float16
         return torch.float32
-    key = str(dtype).lower()
-    if key not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16")
-    return DTYPES[key]
+    try:
+        return dtype_from_name(str(dtype))
+    except ValueError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16") from None
 
 
 @dataclass
@@ -232,8 +233,97 @@ def choose_head(scales: tuple[int, ...], ratio: float) -> int:
                      f"chain two upscales for larger factors")
 
 
+@dataclass(frozen=True)
+class UpscalePlan:
+    """One upscale, decided once before anything runs: the node sizes its model-manager request from it
+    and runs it; :func:`upscale` plans and runs in one call.
+
+    ``source`` and ``target`` are ``(height, width)`` in the latent's own units; ``head`` is the x2/x4
+    head that runs (None when the size does not change); ``tile_size`` 0 means automatic (one pass when
+    it fits the memory budget, else one chunked pass, else tiles), a positive size fixed tiles;
+    ``memory_required`` is what one plain pass over the whole batch needs beside the weights.
+    """
+
+    source: tuple[int, int]
+    target: tuple[int, int]
+    head: Optional[int]
+    frames: int
+    tile_size: int
+    tile_overlap: Optional[int]
+    memory_required: int
+
+
+def plan_upscale(model: LUAModel, latent: torch.Tensor, scale: Optional[float] = 2, *,
+                 size: Optional[tuple[int, int]] = None, tile_size: Optional[int] = 0,
+                 tile_overlap: Optional[int] = None) -> UpscalePlan:
+    """Check the latent and the options against ``model`` and decide the head, size, memory and tiling.
+
+    Raises ValueError naming the problem (wrong channels, NaN, a shrinking size, a factor above the
+    largest head, a negative tile size ...).
+    """
+    validate_latent(model, latent)
+    _validate_options(tile_size, tile_overlap, None)
+    h, w = latent.shape[-2:]
+    th, tw = target_size(h, w, None if size is not None else scale, size)
+    # the factor is checked even for an empty batch, so a call never passes or fails depending on the batch size
+    head = choose_head(model.scales, max(th / h, tw / w)) if (th, tw) != (h, w) else None
+    frames = int(latent.shape[2]) if latent.ndim == 5 else 1  # video latents run frame by frame as one batch
+    pixels = int(latent.shape[0]) * frames * h * w * model.family.pack ** 2
+    need = pass_memory(model.config, head, pixels, model.dtype) if head else 0
+    return UpscalePlan((h, w), (th, tw), head, frames, int(tile_size or 0), tile_overlap, need)
+
+
+def run_plan(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, *, dtype: DTypeLike = None,
+             memory_budget: Optional[int] = None, progress: Optional[ProgressFn] = None,
+             cancel: Optional[CancelFn] = None) -> torch.Tensor:
+    """Run a plan from :func:`plan_upscale` on the latent it was made for."""
+    if tuple(latent.shape[-2:]) != plan.source:
+        raise ValueError(f"this plan is for a {plan.source[0]}x{plan.source[1]} latent, "
+                         f"got {latent.shape[-2]}x{latent.shape[-1]}")
+    _validate_options(None, None, memory_budget)
+    video = latent.ndim == 5
+    x = rearrange(latent, "b c t h w -> (b t) c h w") if video else latent
+    th, tw = plan.target
+    if x.shape[0] == 0 or plan.head is None:
+        out = x.new_empty(x.shape[0], x.shape[1], th, tw) if x.shape[0] == 0 else x.clone()
+    else:
+        out = _run_head(model, x, plan, dtype, memory_budget, progress, cancel).to(latent.device, latent.dtype)
+        if not torch.isfinite(out).all():
+            # finite input, non-finite output: values beyond what the compute or the latent's dtype can hold
+            compute = resolve_dtype(dtype, model.device) if dtype is not None else model.dtype
+            raise ValueError(f"the upscaled latent contains NaN or Inf: the input's values (up to "
+                             f"{float(latent.abs().max()):.3g}) are out of range for "
+                             f"{str(compute).replace('torch.', '')} compute and a "
+                             f"{str(latent.dtype).replace('torch.', '')} result (is this a raw latent? try fp32)")
+    if video:
+        out = rearrange(out, "(b t) c h w -> b c t h w", t=plan.frames)
+    return out.contiguous()
+
+
+def _run_head(model: LUAModel, x: torch.Tensor, plan: UpscalePlan, dtype: DTypeLike, memory_budget: Optional[int],
+              progress: Optional[ProgressFn], cancel: Optional[CancelFn]) -> torch.Tensor:
+    """The network pass of a plan on ``(B, C, H, W)`` ComfyUI latents, resized to the exact target."""
+    stored = model.dtype
+    compute = resolve_dtype(dtype, model.device) if dtype is not None else stored
+    fam = model.family
+    z = fam.to_model(x.to(model.device, compute).contiguous())
+    try:
+        if compute != stored:
+            model.net.to(dtype=compute)
+        with torch.inference_mode():
+            y = run_network(model.net, z, plan.head, tile_size=plan.tile_size, tile_overlap=plan.tile_overlap,
+                            memory_budget=memory_budget, progress=progress, cancel=cancel)
+    finally:
+        if compute != stored:
+            model.net.to(dtype=stored)
+    mh, mw = plan.target[0] * fam.pack, plan.target[1] * fam.pack
+    if y.shape[-2:] != (mh, mw):
+        y = resize_area(y.float(), (mh, mw))
+    return fam.to_comfy(y)
+
+
 def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Optional[tuple[int, int]] = None,
-            tile_size: Optional[int] = None, tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
+            tile_size: Optional[int] = 0, tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
             memory_budget: Optional[int] = None, progress: Optional[ProgressFn] = None,
             cancel: Optional[CancelFn] = None) -> torch.Tensor:
     """Upscale a ComfyUI-convention latent by ``scale`` (any factor in [1, max head]) or to ``size``.
@@ -241,47 +331,9 @@ def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Op
     ``size`` is ``(height, width)`` in latent units of the input's convention.
     The x2/x4 head closest above the factor runs and its output is resized
     (area) to the exact target.  Returns a tensor of the input's dtype and device.
-    Options: ``tile_size`` (None = automatic, 0 = off), ``tile_overlap``,
-    ``dtype`` (compute dtype: auto/fp32/bf16/fp16), ``memory_budget`` (bytes),
-    ``progress(done, total)``, ``cancel()`` (return True or raise to stop).
+    Options: ``tile_size`` (0 = automatic, as in the node; a positive size gives tiles of
+    that size), ``tile_overlap``, ``dtype`` (compute dtype: auto/fp32/bf16/fp16),
+    ``memory_budget`` (bytes), ``progress(done, total)``, ``cancel()`` (return True or raise to stop).
     """
-    validate_latent(model, latent)
-    _validate_options(tile_size, tile_overlap, memory_budget)
-    video = latent.ndim == 5
-    x = latent
-    if video:
-        b, c, t, h, w = x.shape
-        x = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    h, w = x.shape[-2:]
-    th, tw = target_size(h, w, scale, size)
-    # the factor is checked even for an empty batch, so a call never passes or fails depending on the batch size
-    head = choose_head(model.scales, max(th / h, tw / w)) if (th, tw) != (h, w) else None
-    if x.shape[0] == 0 or head is None:
-        out = x.new_empty(x.shape[0], x.shape[1], th, tw) if x.shape[0] == 0 else x.clone()
-    else:
-        stored = model.dtype
-        compute = resolve_dtype(dtype, model.device) if dtype is not None else stored
-        fam = model.family
-        z = fam.to_model(x.to(model.device, compute).contiguous())
-        try:
-            if compute != stored:
-                model.net.to(dtype=compute)
-            with torch.inference_mode():
-                y = run_network(model.net, z, head, tile_size=tile_size, tile_overlap=tile_overlap,
-                                memory_budget=memory_budget, progress=progress, cancel=cancel)
-        finally:
-            if compute != stored:
-                model.net.to(dtype=stored)
-        mh, mw = th * fam.pack, tw * fam.pack
-        if y.shape[-2:] != (mh, mw):
-            y = resize_area(y.float(), (mh, mw))
-        out = fam.to_comfy(y).to(latent.device, latent.dtype)
-        if not torch.isfinite(out).all():
-            # finite input, non-finite output: values beyond what the compute or the latent's dtype can hold
-            peak = float(latent.abs().max())
-            raise ValueError(f"the upscaled latent contains NaN or Inf: the input's values (up to {peak:.3g}) are "
-                             f"out of range for {str(compute).replace('torch.', '')} compute and a "
-                             f"{str(latent.dtype).replace('torch.', '')} result (is this a raw latent? try fp32)")
-    if video:
-        out = out.reshape(b, t, c, th, tw).permute(0, 2, 1, 3, 4)
-    return out.contiguous()
+    plan = plan_upscale(model, latent, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap)
+    return run_plan(model, latent, plan, dtype=dtype, memory_budget=memory_budget, progress=progress, cancel=cancel)

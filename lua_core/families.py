@@ -1,15 +1,25 @@
-"""Latent families: channel width, ComfyUI's latent scale/shift, and FLUX.2's 2x2 packing.
+"""Latent families: channel width, ComfyUI's latent scale/shift, and FLUX.2's packing and normalisation.
 
 ComfyUI's LATENT holds *raw* VAE latents.  The tiny autoencoders (TAESD family)
 work on *scaled* latents: ``tae = (raw - shift) * scale``.  Channel count alone
 cannot tell sd15 from sdxl or sd3 from flux1, so checkpoints record their family.
+
+FLUX.2's LATENT is the VAE latent packed 2x2 into 128 channels and normalised by the
+VAE's batch-norm running statistics.  The network sees it unpacked and un-normalised
+(32 channels at 1/8, what ``taef2`` encodes to); the statistics are in
+``latent_stats.json`` (estimated from our photographs, see
+``scripts/estimate_latent_stats.py``: the real VAE's are not available here).
 """
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
+from einops import rearrange
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,7 @@ class LatentFamily:
     shift_factor: float = 0.0
     pack: int = 1
     tae_name: Optional[str] = None
+    batch_norm: bool = False  # ComfyUI's LATENT is normalised by the VAE's batch-norm statistics
 
     @property
     def comfy_channels(self) -> int:
@@ -46,21 +57,23 @@ class LatentFamily:
         """ComfyUI LATENT ``(B, C, H, W)`` -> the network's layout (unpacks FLUX.2)."""
         if self.pack == 1:
             return latent
-        b, c, h, w = latent.shape
-        p = self.pack
-        x = latent.reshape(b, c // (p * p), p, p, h, w)
-        return x.permute(0, 1, 4, 2, 5, 3).reshape(b, c // (p * p), h * p, w * p)
+        if self.batch_norm:
+            mean, std = _normalisation(self.name, latent)
+            latent = latent * std + mean
+        return rearrange(latent, "b (c ph pw) h w -> b c (h ph) (w pw)", ph=self.pack, pw=self.pack)
 
     def to_comfy(self, latent: torch.Tensor) -> torch.Tensor:
         """The network's layout -> ComfyUI LATENT (packs FLUX.2); sizes must be multiples of the pack."""
         if self.pack == 1:
             return latent
-        b, c, h, w = latent.shape
-        p = self.pack
-        if h % p or w % p:
+        h, w = latent.shape[-2:]
+        if h % self.pack or w % self.pack:
             raise ValueError(f"{self.label} latents must have even height/width to pack, got {h}x{w}")
-        x = latent.reshape(b, c, h // p, p, w // p, p)
-        return x.permute(0, 1, 3, 5, 2, 4).reshape(b, c * p * p, h // p, w // p)
+        packed = rearrange(latent, "b c (h ph) (w pw) -> b (c ph pw) h w", ph=self.pack, pw=self.pack)
+        if self.batch_norm:
+            mean, std = _normalisation(self.name, packed)
+            packed = (packed - mean) / std
+        return packed
 
     def raw_to_tae(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw (ComfyUI) latent -> the scaled latent the tiny autoencoder decodes."""
@@ -71,6 +84,26 @@ class LatentFamily:
         return tae / self.scale_factor + self.shift_factor
 
 
+STATS_PATH = Path(__file__).with_name("latent_stats.json")
+BATCH_NORM_EPS = 1e-4  # the FLUX.2 VAE's batch-norm epsilon (as ComfyUI applies it)
+
+
+@functools.lru_cache(maxsize=None)
+def batch_norm_stats(family: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` of a family's packed latent channels, float32 ``(C, 1, 1)``; ``std = sqrt(var + eps)``."""
+    stats = json.loads(STATS_PATH.read_text())[family]
+    mean = torch.tensor(stats["mean"], dtype=torch.float32).view(-1, 1, 1)
+    std = (torch.tensor(stats["var"], dtype=torch.float32) + float(stats["eps"])).sqrt().view(-1, 1, 1)
+    return mean, std
+
+
+def _normalisation(family: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = batch_norm_stats(family)
+    if like.shape[-3] != mean.shape[0]:
+        raise ValueError(f"{family} latents have {mean.shape[0]} packed channels, got {like.shape[-3]}")
+    return mean.to(like.device, like.dtype), std.to(like.device, like.dtype)
+
+
 FAMILIES: dict[str, LatentFamily] = {
     f.name: f
     for f in (
@@ -78,9 +111,8 @@ FAMILIES: dict[str, LatentFamily] = {
         LatentFamily("sdxl", "SDXL", 4, 0.13025, tae_name="taesdxl"),
         LatentFamily("sd3", "SD3", 16, 1.5305, 0.0609, tae_name="taesd3"),
         LatentFamily("flux1", "FLUX.1", 16, 0.3611, 0.1159, tae_name="taef1"),
-        # ComfyUI's FLUX.2 latent is already normalised by the VAE's batch-norm
-        # statistics, so its scale/shift are identity; the model works unpacked.
-        LatentFamily("flux2", "FLUX.2", 32, 1.0, 0.0, pack=2, tae_name="taef2"),
+        # the batch-norm normalisation takes the place of a scale/shift, which are identity
+        LatentFamily("flux2", "FLUX.2", 32, 1.0, 0.0, pack=2, tae_name="taef2", batch_norm=True),
     )
 }
 

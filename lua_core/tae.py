@@ -7,7 +7,6 @@ raw ComfyUI latent, in the network's layout for FLUX.2: 32 ch at 1/8).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, Union
 
@@ -16,17 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .families import LatentFamily, get_family
+from .locations import shared_dir
 
 TAE_NAMES = ("taesd", "taesdxl", "taesd3", "taef1", "taef2")
 _LATENT_CHANNELS = {"taesd": 4, "taesdxl": 4, "taesd3": 16, "taef1": 16, "taef2": 32}
-
-
-def shared_dir() -> Path:
-    """The shared folder: ``$LUA_SHARED_DIR`` or ``<repo>/../shared``."""
-    env = os.environ.get("LUA_SHARED_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared"
 
 
 def _conv(n_in: int, n_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -135,7 +127,8 @@ class TinyAutoencoder(nn.Module):
             state = {k: v.float() for k, v in _read_state(path).items()}
             missing, unexpected = module.load_state_dict(state, strict=False)
             if missing or unexpected:
-                raise ValueError(f"{path.name}: does not match the {name} layout (missing {missing[:4]}, unexpected {unexpected[:4]})")
+                raise ValueError(f"{path.name}: does not match the {name} layout (missing {missing[:4]}, "
+                                 f"unexpected {unexpected[:4]})")
         self.eval().requires_grad_(False)
 
     @property
@@ -171,9 +164,3 @@ def load_tae(family: Union[str, LatentFamily], root: Optional[Union[str, Path]] 
     if fam.tae_name is None:
         raise ValueError(f"no tiny autoencoder is known for {fam.label}")
     return TinyAutoencoder(fam.tae_name, fam, root).to(device=device, dtype=dtype)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1] (``a`` is clamped first)."""
-    mse = torch.mean((a.clamp(0, 1).float() - b.float()) ** 2).item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(1.0 / mse)).item()

@@ -5,15 +5,15 @@ import logging
 import os
 from typing import Any, Optional
 
-import torch
-
 import comfy.cli_args
 import comfy.model_management as mm
 import comfy.utils
+import torch
 
 from ..lua_core.api import LUAModel, load_model
 from ..lua_core.checkpoints.download import DownloadError, download_entry
 from ..lua_core.checkpoints.manifest import ManifestEntry, check_file
+from ..lua_core.dtypes import dtype_name
 from ..lua_core.model.config import PRESETS
 from . import paths
 from .model_family import require_family
@@ -22,7 +22,6 @@ from .model_wrapper import ManagedLUAModel
 logger = logging.getLogger(__name__)
 
 DTYPE_CHOICES = ["auto", "fp32", "bf16", "fp16"]
-_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 class LUAModelLoader:
@@ -203,4 +202,4 @@ def auto_dtype(device: torch.device) -> str:
         return "fp32"
     args = comfy.cli_args.args
     order = [torch.float16, torch.bfloat16] if getattr(args, "force_fp16", False) else [torch.bfloat16, torch.float16]
-    return _NAMES[mm.vae_dtype(device, allowed_dtypes=order)]
+    return dtype_name(mm.vae_dtype(device, allowed_dtypes=order))

@@ -7,7 +7,6 @@ import comfy.model_management as mm
 import comfy.model_patcher
 
 from ..lua_core.api import LUAModel
-from ..lua_core.engine.memory import bytes_per_pixel, skip_reserve
 
 
 @dataclass
@@ -23,8 +22,7 @@ class ManagedLUAModel:
                                                    offload_device=mm.unet_offload_device())
         return cls(model, patcher)
 
-    def load(self, latent_pixels: int, scale: int) -> None:
-        """Load the weights onto the compute device, freeing room for one pass's activations."""
-        cfg, dtype = self.model.config, self.model.dtype
-        activations = bytes_per_pixel(cfg, scale, dtype) * latent_pixels + skip_reserve(cfg, scale, 1, latent_pixels, 1, dtype)
-        mm.load_models_gpu([self.patcher], memory_required=int(activations), force_full_load=True)
+    def load(self, memory_required: int) -> None:
+        """Load the weights onto the compute device, freeing ``memory_required`` bytes beside them
+        (an upscale plan's figure for one pass)."""
+        mm.load_models_gpu([self.patcher], memory_required=int(memory_required), force_full_load=True)

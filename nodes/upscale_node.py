@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import comfy.model_management as mm
+import comfy.utils
 import torch
 import torch.nn.functional as F
 
-import comfy.model_management as mm
-import comfy.utils
-
-from ..lua_core.api import LUAModel, choose_head, target_size, upscale, validate_latent
+from ..lua_core.api import LUAModel, plan_upscale, run_plan
+from ..lua_core.engine.memory import budget_from_free
 from .loader_node import check_model_family
 from .model_wrapper import ManagedLUAModel
 
@@ -19,10 +19,28 @@ OVERLAP_TOOLTIP = "Overlap between neighbouring tiles in latent pixels; overlaps
 MODEL_TOOLTIP = ("Optional: the diffusion model the latent comes from. When connected, an adapter of another latent "
                  "family (SD1.5 vs SDXL, SD3 vs FLUX.1, which channel counts cannot tell apart) is refused.")
 OPTIONAL = {"model": ("MODEL", {"tooltip": MODEL_TOOLTIP})}
+TILING_INPUTS = {
+    "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
+    "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
+}
+
+
+def _inputs(samples_tooltip: str, size_inputs: dict[str, Any]) -> dict[str, Any]:
+    """INPUT_TYPES of an upscale node: the adapter, the latent, how large, then tiling (widget order)."""
+    return {
+        "required": {
+            "lua_model": ("LUA_MODEL", {"tooltip": "Adapter from Load LUA Model."}),
+            "samples": ("LATENT", {"tooltip": samples_tooltip}),
+            **size_inputs,
+            **TILING_INPUTS,
+        },
+        "optional": dict(OPTIONAL),
+    }
 
 
 def _check_latent_dict(samples: Any, model: Optional[LUAModel] = None) -> torch.Tensor:
-    """The LATENT's ``samples`` tensor, checked (against ``model`` when given) before anything is loaded."""
+    """The LATENT's ``samples`` tensor and ``noise_mask``, checked before anything is loaded (the tensor
+    itself is checked against the adapter by :func:`plan_upscale`)."""
     if not isinstance(samples, dict) or "samples" not in samples:
         raise ValueError("LUA Latent Upscale: the LATENT input has no 'samples' tensor")
     x = samples["samples"]
@@ -34,8 +52,6 @@ def _check_latent_dict(samples: Any, model: Optional[LUAModel] = None) -> torch.
         raise ValueError(f"LUA Latent Upscale: this is a video latent (5-D, shape {tuple(x.shape)}) from a video "
                          f"VAE (Wan, HunyuanVideo, LTXV, ...); the {model.family.label} adapter was trained on "
                          f"image latents only and no LUA adapter supports video latents yet")
-    if model is not None:
-        validate_latent(model, x)
     mask = samples.get("noise_mask")
     if isinstance(mask, torch.Tensor) and (mask.ndim < 2 or mask.shape[-1] < 1 or mask.shape[-2] < 1):
         raise ValueError(f"LUA Latent Upscale: the LATENT 'noise_mask' must have at least 2 dimensions with a "
@@ -61,11 +77,8 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
         check_model_family(lua_model.model, model, "LUA Latent Upscale")
     model = lua_model.model
     x = _check_latent_dict(samples, model)
-    h, w = x.shape[-2:]
-    th, tw = target_size(h, w, scale, size)
-    head = choose_head(model.scales, max(th / h, tw / w))
-    frames = int(x.shape[2]) if x.ndim == 5 else 1  # video latents run frame by frame as one batch
-    lua_model.load(latent_pixels=int(x.shape[0]) * frames * h * w * model.family.pack ** 2, scale=head)
+    plan = plan_upscale(model, x, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap)
+    lua_model.load(plan.memory_required)
     bar = comfy.utils.ProgressBar(1)
 
     def progress(done: int, total: int) -> None:
@@ -77,12 +90,12 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
 
     device = lua_model.patcher.load_device
     # on a GPU ComfyUI knows the free memory; on the CPU the core's capped default keeps RSS bounded
-    budget = int(mm.get_free_memory(device) * 0.6) if tile_size == 0 and device.type != "cpu" else None
-    out = upscale(model, x, size=(th, tw), tile_size=tile_size or None, tile_overlap=tile_overlap,
-                  memory_budget=budget, progress=progress, cancel=cancel)
+    budget = budget_from_free(mm.get_free_memory(device)) if device.type != "cpu" else None
+    out = run_plan(model, x, plan, memory_budget=budget, progress=progress, cancel=cancel)
     result = dict(samples)
     result["samples"] = out
     if isinstance(samples.get("noise_mask"), torch.Tensor):
+        (h, w), (th, tw) = plan.source, plan.target
         result["noise_mask"] = _resize_mask(samples["noise_mask"], th / h, tw / w)
     return result
 
@@ -99,18 +112,11 @@ class LUALatentUpscale:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "lua_model": ("LUA_MODEL", {"tooltip": "Adapter from Load LUA Model."}),
-                "samples": ("LATENT", {"tooltip": "Latent to upscale (e.g. from KSampler or VAE Encode)."}),
-                "scale_by": ("FLOAT", {"default": 2.0, "min": 1.0, "max": 4.0, "step": 0.05,
-                                       "tooltip": "Upscale factor. 2 and 4 use a head directly; other factors run "
-                                                  "the next larger head and resize."}),
-                "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
-                "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
-            },
-            "optional": dict(OPTIONAL),
-        }
+        return _inputs("Latent to upscale (e.g. from KSampler or VAE Encode).", {
+            "scale_by": ("FLOAT", {"default": 2.0, "min": 1.0, "max": 4.0, "step": 0.05,
+                                   "tooltip": "Upscale factor. 2 and 4 use a head directly; other factors run "
+                                              "the next larger head and resize."}),
+        })
 
     def upscale(self, lua_model, samples, scale_by: float, tile_size: int = 0, tile_overlap: int = 16, model=None):
         return (run_upscale(lua_model, samples, scale_by, None, tile_size, tile_overlap, model),)
@@ -126,19 +132,12 @@ class LUALatentUpscaleToSize:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "lua_model": ("LUA_MODEL", {"tooltip": "Adapter from Load LUA Model."}),
-                "samples": ("LATENT", {"tooltip": "Latent to upscale."}),
-                "width": ("INT", {"default": 2048, "min": 0, "max": 16384, "step": 8,
-                                  "tooltip": "Target image width in pixels (0 = from height, keeping aspect)."}),
-                "height": ("INT", {"default": 2048, "min": 0, "max": 16384, "step": 8,
-                                   "tooltip": "Target image height in pixels (0 = from width, keeping aspect)."}),
-                "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
-                "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
-            },
-            "optional": dict(OPTIONAL),
-        }
+        return _inputs("Latent to upscale.", {
+            "width": ("INT", {"default": 2048, "min": 0, "max": 16384, "step": 8,
+                              "tooltip": "Target image width in pixels (0 = from height, keeping aspect)."}),
+            "height": ("INT", {"default": 2048, "min": 0, "max": 16384, "step": 8,
+                               "tooltip": "Target image height in pixels (0 = from width, keeping aspect)."}),
+        })
 
     def upscale(self, lua_model, samples, width: int, height: int, tile_size: int = 0, tile_overlap: int = 16,
                 model=None):
@@ -146,9 +145,10 @@ class LUALatentUpscaleToSize:
             check_model_family(lua_model.model, model, "LUA Latent Upscale To Size")
         x = _check_latent_dict(samples, lua_model.model)
         down = lua_model.model.family.comfy_downscale
-        h, w = x.shape[-2:]
+        h, w = x.shape[-2:] if x.ndim >= 2 else (0, 0)
         if width <= 0 and height <= 0:
             raise ValueError("LUA Latent Upscale To Size: width and height cannot both be 0")
-        th = height // down if height > 0 else round(h * (width // down) / w)
-        tw = width // down if width > 0 else round(w * (height // down) / h)
+        # an empty side is left to plan_upscale, which names the problem with the latent
+        th = height // down if height > 0 else (round(h * (width // down) / w) if w else 1)
+        tw = width // down if width > 0 else (round(w * (height // down) / h) if h else 1)
         return (run_upscale(lua_model, samples, None, (max(th, 1), max(tw, 1)), tile_size, tile_overlap),)

@@ -4,7 +4,7 @@
 
 Node sockets (inputs, outputs and their types) and the order of widget values are
 taken from a real ComfyUI's ``/object_info`` (a file, or a server started here with
-``scripts/comfy_server.py``), so the files match ComfyUI 0.3.75 exactly; the
+``tests/support/comfy_server.py``), so the files match ComfyUI 0.3.75 exactly; the
 tests check them again against the running server. Widget values are given by
 input name; "control after generate" and upload values are inserted where the
 front end expects them.
@@ -17,12 +17,12 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.workflow_api import _is_widget, widget_names  # noqa: E402
+from tests.support.workflow_api import _is_widget, widget_names  # noqa: E402
 
 WORKFLOWS = REPO / "workflows"
 FRONTEND_VERSION = "1.32.9"
@@ -280,6 +280,26 @@ def lua_branches(wf: Workflow, lua: Node, latent: Node, vae: Node, prefix: str, 
     return made
 
 
+def decode_out(wf: Workflow, samples: Node, vae: tuple[Node, int], dec_pos: Sequence[float],
+               out_pos: Sequence[float], prefix: Optional[str] = None, *, dec_title: Optional[str] = None,
+               out_title: Optional[str] = None) -> list[Node]:
+    """VAE Decode of ``samples`` into a Save Image (with ``prefix``) or else a Preview Image: [decode, output]."""
+    dec = wf.add("VAEDecode", dec_pos, size=(210, 46), title=dec_title)
+    wf.link(samples, 0, dec, "samples")
+    wf.link(*vae, dec, "vae")
+    if prefix is None:
+        out = wf.add("PreviewImage", out_pos, size=(320, 300), title=out_title)
+    else:
+        out = wf.add("SaveImage", out_pos, {"filename_prefix": prefix}, size=(320, 300), title=out_title)
+    wf.link(dec, 0, out, "images")
+    return [dec, out]
+
+
+def markdown(*lines: str) -> str:
+    """A note's Markdown text: the lines, each ended by a newline."""
+    return "".join(f"{line}\n" for line in lines)
+
+
 def t2i_note(family_label: str, models: list[str], lua_family: str, extra: str = "") -> str:
     lines = [f"## {family_label} → LUA x2 / x4",
              "",
@@ -303,139 +323,209 @@ def t2i_note(family_label: str, models: list[str], lua_family: str, extra: str =
     return "\n".join(lines).rstrip() + "\n"
 
 
-def build_flux1(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
-    wf = Workflow("lua_flux1_t2i_x2_x4", oi)
-    unet = wf.add("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
-                  size=(320, 82), models=[MODELS["flux1-dev.safetensors"]])
-    clip = wf.add("DualCLIPLoader", (0, 130), {"clip_name1": "clip_l.safetensors",
-                                              "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
-                                              "device": "default"},
-                  size=(320, 130), models=[MODELS["clip_l.safetensors"], MODELS["t5xxl_fp16.safetensors"]])
-    vae = wf.add("VAELoader", (0, 310), {"vae_name": "ae.safetensors"}, size=(320, 58),
-                 models=[MODELS["ae.safetensors"]])
+# ------------------------------------------------------- text to image, per family
+@dataclass(frozen=True)
+class Loader:
+    """A model loader in the graph's first column; the ``MODELS`` files among its widgets go into the note."""
+
+    type: str
+    y: float
+    size: tuple[float, float]
+    widgets: Mapping[str, Any]
+
+    @property
+    def files(self) -> list[str]:
+        """The model files it loads."""
+        return [v for v in self.widgets.values() if isinstance(v, str) and v in MODELS]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """KSampler settings, or with ``sigmas`` (a scheduler node type) SamplerCustomAdvanced with a BasicGuider."""
+
+    steps: int
+    cfg: float = 1.0
+    sampler_name: str = "euler"
+    scheduler: str = "normal"
+    sigmas: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the text-to-image graph of one model family differs in."""
+
+    prefix: str  # workflow file stem lua_<prefix>_t2i_x2_x4 and SaveImage prefix
+    label: str  # group and note heading
+    lua_family: str
+    loaders: tuple[Loader, ...]
+    latent: str  # empty latent node type
+    sampling: Sampling
+    negative: Literal["prompt", "zero"] = "prompt"  # KSampler's: the negative prompt, or the prompt zeroed out
+    guidance: Optional[float] = None  # FluxGuidance on the prompt
+    px: int = 1024
+    sampler_title: Optional[str] = None
+    short_label: str = ""  # in the workflow title, when shorter than ``label``
+    lua_choice: Optional[str] = None  # Load LUA Model value instead of auto
+    note: str = ""
+    note_size: tuple[float, float] = (380, 420)
+
+    @property
+    def files(self) -> list[str]:
+        """The model files of all its loaders, in order."""
+        return [f for loader in self.loaders for f in loader.files]
+
+
+@dataclass
+class T2I:
+    """The base text-to-image graph's nodes that later stages connect to."""
+
+    model: Node
+    vae: tuple[Node, int]
+    positive: Node
+    negative: Optional[Node]
+    samples: Node
+
+
+def checkpoint(ckpt_name: str) -> tuple[Loader, ...]:
+    """A single Load Checkpoint (MODEL, CLIP and VAE)."""
+    return (Loader("CheckpointLoaderSimple", 0, (320, 98), {"ckpt_name": ckpt_name}),)
+
+
+def _output(nodes: Sequence[Node], otype: str) -> tuple[Node, int]:
+    """The first output of type ``otype`` among ``nodes``, as (node, slot)."""
+    for node in nodes:
+        for slot, out in enumerate(node.outputs):
+            if out["type"] == otype:
+                return node, slot
+    raise ValueError(f"no {otype} output among {[n.type for n in nodes]}")
+
+
+def t2i_base(wf: Workflow, fam: Family) -> T2I:
+    """Loaders, prompt conditioning, empty latent, sampler, decode and preview, in group 1."""
+    first = len(wf.nodes)
+    loaders = [wf.add(ld.type, (0, ld.y), ld.widgets, size=ld.size, models=[MODELS[f] for f in ld.files])
+               for ld in fam.loaders]
+    model, clip, vae = (_output(loaders, t) for t in ("MODEL", "CLIP", "VAE"))
     pos = wf.add("CLIPTextEncode", (360, 0), {"text": PROMPT}, size=(400, 160), title="CLIP Text Encode (Prompt)")
-    wf.link(clip, 0, pos, "clip")
-    guide = wf.add("FluxGuidance", (360, 200), {"guidance": 3.5}, size=(300, 58))
-    wf.link(pos, 0, guide, "conditioning")
-    neg = wf.add("ConditioningZeroOut", (360, 300), size=(300, 26))
-    wf.link(pos, 0, neg, "conditioning")
-    empty = wf.add("EmptySD3LatentImage", (360, 370), {"width": 1024, "height": 1024, "batch_size": 1},
+    wf.link(*clip, pos, "clip")
+    cond = pos
+    if fam.guidance is not None:
+        cond = wf.add("FluxGuidance", (360, 200), {"guidance": fam.guidance}, size=(300, 58))
+        wf.link(pos, 0, cond, "conditioning")
+    s, neg = fam.sampling, None
+    if s.sigmas:
+        guider = wf.add("BasicGuider", (360, 300), size=(240, 46))
+        wf.link(*model, guider, "model")
+        wf.link(cond, 0, guider, "conditioning")
+        noise = wf.add("RandomNoise", (360, 390), {"noise_seed": SEED}, size=(300, 82))
+        select = wf.add("KSamplerSelect", (360, 510), {"sampler_name": s.sampler_name}, size=(300, 58))
+        sigmas = wf.add(s.sigmas, (360, 610), {"steps": s.steps, "width": fam.px, "height": fam.px},
+                        size=(300, 106))
+        sampler_type, widgets, size, latent_y, decode_y = "SamplerCustomAdvanced", {}, (300, 330), 760, 380
+        sources = {"noise": (noise, 0), "guider": (guider, 0), "sampler": (select, 0), "sigmas": (sigmas, 0)}
+    else:
+        if fam.negative == "zero":
+            neg = wf.add("ConditioningZeroOut", (360, 300), size=(300, 26))
+            wf.link(pos, 0, neg, "conditioning")
+            latent_y = 370
+        else:
+            neg = wf.add("CLIPTextEncode", (360, 200), {"text": NEGATIVE}, size=(400, 120),
+                         title="CLIP Text Encode (Negative)")
+            wf.link(*clip, neg, "clip")
+            latent_y = 360
+        sampler_type, size, decode_y = "KSampler", (320, 262), 320
+        widgets = {"seed": SEED, "steps": s.steps, "cfg": s.cfg, "sampler_name": s.sampler_name,
+                   "scheduler": s.scheduler, "denoise": 1.0}
+        sources = {"model": model, "positive": (cond, 0), "negative": (neg, 0)}
+    empty = wf.add(fam.latent, (360, latent_y), {"width": fam.px, "height": fam.px, "batch_size": 1},
                    size=(300, 106))
-    ks = wf.add("KSampler", (800, 0), {"seed": SEED, "steps": 20, "cfg": 1.0, "sampler_name": "euler",
-                                       "scheduler": "simple", "denoise": 1.0}, size=(320, 262))
-    wf.link(unet, 0, ks, "model")
-    wf.link(guide, 0, ks, "positive")
-    wf.link(neg, 0, ks, "negative")
-    wf.link(empty, 0, ks, "latent_image")
-    dec = wf.add("VAEDecode", (800, 320), size=(210, 46), title="VAE Decode (1024 px)")
-    wf.link(ks, 0, dec, "samples")
-    wf.link(vae, 0, dec, "vae")
-    prev = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (1024 px)")
-    wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "flux1", (1160, 0), model=unet, choice="lua_flux.pth")
-    ups = lua_branches(wf, lua, ks, vae, "flux1", 1024, 1160, 120, model=unet)
-    wf.group("1. FLUX.1 [dev] text to image, 1024 px", [unet, clip, vae, pos, guide, neg, empty, ks, dec, prev])
-    wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
-    wf.note(t2i_note("FLUX.1 [dev]", ["flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors",
-                                      "ae.safetensors"], "flux1",
-                     "FLUX needs CFG 1.0 (the negative prompt is zeroed); FluxGuidance sets the distilled guidance."),
-            NOTE_POS, (380, 420))
-    return wf, "LUA: FLUX.1 [dev] 1024 px → 2048 / 4096 px"
+    sources["latent_image"] = (empty, 0)
+    sampler = wf.add(sampler_type, (800, 0), widgets, size=size, title=fam.sampler_title)
+    for name, (src, slot) in sources.items():
+        wf.link(src, slot, sampler, name)
+    decode_out(wf, sampler, vae, (800, decode_y), (800, decode_y + 90), dec_title=f"VAE Decode ({fam.px} px)",
+               out_title=f"Preview ({fam.px} px)")
+    wf.group(f"1. {fam.label} text to image, {fam.px} px", wf.nodes[first:])
+    return T2I(model[0], vae, cond, neg, sampler)
+
+
+def build_t2i(oi: Mapping[str, Any], fam: Family) -> tuple[Workflow, str]:
+    """The family's base graph, then LUA x2 and x4 from its latent, each decoded and saved."""
+    wf = Workflow(f"lua_{fam.prefix}_t2i_x2_x4", oi)
+    base = t2i_base(wf, fam)
+    lua = lua_loader(wf, fam.lua_family, (1160, 0), model=base.model, choice=fam.lua_choice)
+    ups = lua_branches(wf, lua, base.samples, base.vae[0], fam.prefix, fam.px, 1160, 120, model=base.model)
+    wf.group(f"2. LUA: latent x2 → {fam.px * 2} px, x4 → {fam.px * 4} px", [lua, *ups], GREEN)
+    wf.note(t2i_note(fam.label, fam.files, fam.lua_family, fam.note), NOTE_POS, fam.note_size)
+    return wf, f"LUA: {fam.short_label or fam.label} {fam.px} px → {fam.px * 2} / {fam.px * 4} px"
+
+
+FLUX1 = Family(
+    "flux1", "FLUX.1 [dev]", "flux1",
+    (Loader("UNETLoader", 0, (320, 82), {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}),
+     Loader("DualCLIPLoader", 130, (320, 130), {"clip_name1": "clip_l.safetensors",
+                                                "clip_name2": "t5xxl_fp16.safetensors", "type": "flux",
+                                                "device": "default"}),
+     Loader("VAELoader", 310, (320, 58), {"vae_name": "ae.safetensors"})),
+    "EmptySD3LatentImage", Sampling(20, 1.0, scheduler="simple"), negative="zero", guidance=3.5,
+    lua_choice="lua_flux.pth",
+    note="FLUX needs CFG 1.0 (the negative prompt is zeroed); FluxGuidance sets the distilled guidance.")
+SD35 = Family(
+    "sd35", "SD3.5 Large", "sd3", checkpoint("sd3.5_large_fp8_scaled.safetensors"), "EmptySD3LatentImage",
+    Sampling(28, 4.5, scheduler="sgm_uniform"), short_label="SD3.5",
+    note="The SD3 adapter also works with SD3.5 Medium and other SD3-family checkpoints (same VAE).")
+SDXL = Family(
+    "sdxl", "SDXL", "sdxl", checkpoint("sd_xl_base_1.0.safetensors"), "EmptyLatentImage",
+    Sampling(25, 7.0, "dpmpp_2m", "karras"),
+    note="Any SDXL-based checkpoint works (same VAE latent space); the SD1.5 adapter does not.")
+SD15 = Family(
+    "sd15", "SD1.5", "sd15", checkpoint("v1-5-pruned-emaonly-fp16.safetensors"), "EmptyLatentImage",
+    Sampling(20, 7.0), px=512, sampler_title="KSampler (512 px)")
+FLUX2 = Family(
+    "flux2", "FLUX.2 [dev]", "flux2",
+    (Loader("UNETLoader", 0, (320, 82), {"unet_name": "flux2_dev_fp8mixed.safetensors", "weight_dtype": "default"}),
+     Loader("CLIPLoader", 130, (320, 106), {"clip_name": "mistral_3_small_flux2_bf16.safetensors", "type": "flux2",
+                                            "device": "default"}),
+     Loader("VAELoader", 290, (320, 58), {"vae_name": "flux2-vae.safetensors"})),
+    "EmptyFlux2LatentImage", Sampling(20, sigmas="Flux2Scheduler"), guidance=4.0,
+    note="FLUX.2 latents are 128 channels at 1/16 (2x2 packed 32-channel latents); the adapter unpacks, "
+         "upscales and packs them again, so LUA sits between the sampler and VAE Decode as usual.",
+    note_size=(380, 460))
+
+
+def build_flux1(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
+    """FLUX.1 [dev] at 1024 px, then LUA x2 / x4."""
+    return build_t2i(oi, FLUX1)
 
 
 def build_sd35(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
-    wf = Workflow("lua_sd35_t2i_x2_x4", oi)
-    ckpt = wf.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd3.5_large_fp8_scaled.safetensors"},
-                  size=(320, 98), models=[MODELS["sd3.5_large_fp8_scaled.safetensors"]])
-    pos = wf.add("CLIPTextEncode", (360, 0), {"text": PROMPT}, size=(400, 160), title="CLIP Text Encode (Prompt)")
-    neg = wf.add("CLIPTextEncode", (360, 200), {"text": NEGATIVE}, size=(400, 120), title="CLIP Text Encode (Negative)")
-    wf.link(ckpt, 1, pos, "clip")
-    wf.link(ckpt, 1, neg, "clip")
-    empty = wf.add("EmptySD3LatentImage", (360, 360), {"width": 1024, "height": 1024, "batch_size": 1},
-                   size=(300, 106))
-    ks = wf.add("KSampler", (800, 0), {"seed": SEED, "steps": 28, "cfg": 4.5, "sampler_name": "euler",
-                                       "scheduler": "sgm_uniform", "denoise": 1.0}, size=(320, 262))
-    wf.link(ckpt, 0, ks, "model")
-    wf.link(pos, 0, ks, "positive")
-    wf.link(neg, 0, ks, "negative")
-    wf.link(empty, 0, ks, "latent_image")
-    dec = wf.add("VAEDecode", (800, 320), size=(210, 46), title="VAE Decode (1024 px)")
-    wf.link(ks, 0, dec, "samples")
-    wf.link(ckpt, 2, dec, "vae")
-    prev = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (1024 px)")
-    wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "sd3", (1160, 0), model=ckpt)
-    ups = lua_branches(wf, lua, ks, ckpt, "sd35", 1024, 1160, 120, model=ckpt)
-    wf.group("1. SD3.5 Large text to image, 1024 px", [ckpt, pos, neg, empty, ks, dec, prev])
-    wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
-    wf.note(t2i_note("SD3.5 Large", ["sd3.5_large_fp8_scaled.safetensors"], "sd3",
-                     "The SD3 adapter also works with SD3.5 Medium and other SD3-family checkpoints (same VAE)."),
-            NOTE_POS, (380, 420))
-    return wf, "LUA: SD3.5 1024 px → 2048 / 4096 px"
+    """SD3.5 Large at 1024 px, then LUA x2 / x4."""
+    return build_t2i(oi, SD35)
 
 
 def build_sdxl(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
-    wf = Workflow("lua_sdxl_t2i_x2_x4", oi)
-    ckpt = wf.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "sd_xl_base_1.0.safetensors"},
-                  size=(320, 98), models=[MODELS["sd_xl_base_1.0.safetensors"]])
-    pos = wf.add("CLIPTextEncode", (360, 0), {"text": PROMPT}, size=(400, 160), title="CLIP Text Encode (Prompt)")
-    neg = wf.add("CLIPTextEncode", (360, 200), {"text": NEGATIVE}, size=(400, 120), title="CLIP Text Encode (Negative)")
-    wf.link(ckpt, 1, pos, "clip")
-    wf.link(ckpt, 1, neg, "clip")
-    empty = wf.add("EmptyLatentImage", (360, 360), {"width": 1024, "height": 1024, "batch_size": 1}, size=(300, 106))
-    ks = wf.add("KSampler", (800, 0), {"seed": SEED, "steps": 25, "cfg": 7.0, "sampler_name": "dpmpp_2m",
-                                       "scheduler": "karras", "denoise": 1.0}, size=(320, 262))
-    wf.link(ckpt, 0, ks, "model")
-    wf.link(pos, 0, ks, "positive")
-    wf.link(neg, 0, ks, "negative")
-    wf.link(empty, 0, ks, "latent_image")
-    dec = wf.add("VAEDecode", (800, 320), size=(210, 46), title="VAE Decode (1024 px)")
-    wf.link(ks, 0, dec, "samples")
-    wf.link(ckpt, 2, dec, "vae")
-    prev = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (1024 px)")
-    wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "sdxl", (1160, 0), model=ckpt)
-    ups = lua_branches(wf, lua, ks, ckpt, "sdxl", 1024, 1160, 120, model=ckpt)
-    wf.group("1. SDXL text to image, 1024 px", [ckpt, pos, neg, empty, ks, dec, prev])
-    wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
-    wf.note(t2i_note("SDXL", ["sd_xl_base_1.0.safetensors"], "sdxl",
-                     "Any SDXL-based checkpoint works (same VAE latent space); the SD1.5 adapter does not."),
-            NOTE_POS, (380, 420))
-    return wf, "LUA: SDXL 1024 px → 2048 / 4096 px"
+    """SDXL at 1024 px, then LUA x2 / x4."""
+    return build_t2i(oi, SDXL)
+
+
+def build_flux2(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
+    """FLUX.2 [dev] at 1024 px, then LUA x2 / x4."""
+    return build_t2i(oi, FLUX2)
 
 
 def build_sd15_hires(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
+    """SD1.5 at 512 px, LUA x2, then a second KSampler pass at low denoise."""
     wf = Workflow("lua_sd15_hires_fix", oi)
-    ckpt = wf.add("CheckpointLoaderSimple", (0, 0), {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
-                  size=(320, 98), models=[MODELS["v1-5-pruned-emaonly-fp16.safetensors"]])
-    pos = wf.add("CLIPTextEncode", (360, 0), {"text": PROMPT}, size=(400, 160), title="CLIP Text Encode (Prompt)")
-    neg = wf.add("CLIPTextEncode", (360, 200), {"text": NEGATIVE}, size=(400, 120), title="CLIP Text Encode (Negative)")
-    wf.link(ckpt, 1, pos, "clip")
-    wf.link(ckpt, 1, neg, "clip")
-    empty = wf.add("EmptyLatentImage", (360, 360), {"width": 512, "height": 512, "batch_size": 1}, size=(300, 106))
-    ks1 = wf.add("KSampler", (800, 0), {"seed": SEED, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
-                                        "scheduler": "normal", "denoise": 1.0}, size=(320, 262),
-                 title="KSampler (512 px)")
-    wf.link(ckpt, 0, ks1, "model")
-    wf.link(pos, 0, ks1, "positive")
-    wf.link(neg, 0, ks1, "negative")
-    wf.link(empty, 0, ks1, "latent_image")
-    dec1 = wf.add("VAEDecode", (800, 320), size=(210, 46), title="VAE Decode (512 px)")
-    wf.link(ks1, 0, dec1, "samples")
-    wf.link(ckpt, 2, dec1, "vae")
-    prev1 = wf.add("PreviewImage", (800, 410), size=(320, 300), title="Preview (512 px)")
-    wf.link(dec1, 0, prev1, "images")
-    lua = lua_loader(wf, "sd15", (1160, 0), model=ckpt)
+    base = t2i_base(wf, SD15)
+    ckpt, pos, neg, ks1 = base.model, base.positive, base.negative, base.samples
+    lua = lua_loader(wf, SD15.lua_family, (1160, 0), model=ckpt)
     up = wf.add("LUALatentUpscale", (1160, 120), {"scale_by": 2.0, "tile_size": 0, "tile_overlap": 16},
                 size=(340, 130), title="LUA Latent Upscale x2 (1024 px)")
     wf.link(lua, 0, up, "lua_model")
     wf.link(ks1, 0, up, "samples")
     wf.link(ckpt, 0, up, "model")
-    dec_lua = wf.add("VAEDecode", (1160, 300), size=(210, 46), title="VAE Decode (LUA only)")
-    wf.link(up, 0, dec_lua, "samples")
-    wf.link(ckpt, 2, dec_lua, "vae")
-    prev_lua = wf.add("PreviewImage", (1160, 390), size=(320, 300), title="Preview: LUA x2, no second pass")
-    wf.link(dec_lua, 0, prev_lua, "images")
+    lua_only = decode_out(wf, up, base.vae, (1160, 300), (1160, 390), dec_title="VAE Decode (LUA only)",
+                          out_title="Preview: LUA x2, no second pass")
     ks2 = wf.add("KSampler", (1600, 0), {"seed": SEED, "steps": 15, "cfg": 7.0, "sampler_name": "euler",
                                          "scheduler": "normal", "denoise": 0.4}, size=(320, 262),
                  title="KSampler (hires pass, denoise 0.4)")
@@ -443,15 +533,11 @@ def build_sd15_hires(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf.link(pos, 0, ks2, "positive")
     wf.link(neg, 0, ks2, "negative")
     wf.link(up, 0, ks2, "latent_image")
-    dec2 = wf.add("VAEDecode", (1600, 320), size=(210, 46), title="VAE Decode (1024 px)")
-    wf.link(ks2, 0, dec2, "samples")
-    wf.link(ckpt, 2, dec2, "vae")
-    save = wf.add("SaveImage", (1600, 410), {"filename_prefix": "LUA/sd15_hires_fix_1024"}, size=(320, 300))
-    wf.link(dec2, 0, save, "images")
-    wf.group("1. SD1.5 text to image, 512 px", [ckpt, pos, neg, empty, ks1, dec1, prev1])
-    wf.group("2. LUA x2 (not Upscale Latent)", [lua, up, dec_lua, prev_lua], GREEN)
-    wf.group("3. second pass, denoise 0.4", [ks2, dec2, save], PURPLE)
-    wf.note("\n".join([
+    hires = decode_out(wf, ks2, base.vae, (1600, 320), (1600, 410), "LUA/sd15_hires_fix_1024",
+                       dec_title="VAE Decode (1024 px)")
+    wf.group("2. LUA x2 (not Upscale Latent)", [lua, up, *lua_only], GREEN)
+    wf.group("3. second pass, denoise 0.4", [ks2, *hires], PURPLE)
+    wf.note(markdown(
         "## SD1.5 hires fix with LUA",
         "",
         "The classic two-pass *hires fix* upscales the latent with **Upscale Latent** (nearest/bilinear), which "
@@ -468,67 +554,31 @@ def build_sd15_hires(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         "connected model's latent family.",
         "",
         "Any SD1.5-based checkpoint works with the SD1.5 adapter.",
-    ]) + "\n", NOTE_POS, (380, 420))
+    ), NOTE_POS, (380, 420))
     return wf, "LUA: SD1.5 hires fix (LUA x2 + second pass)"
 
 
-def build_flux2(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
-    wf = Workflow("lua_flux2_t2i_x2_x4", oi)
-    unet = wf.add("UNETLoader", (0, 0), {"unet_name": "flux2_dev_fp8mixed.safetensors", "weight_dtype": "default"},
-                  size=(320, 82), models=[MODELS["flux2_dev_fp8mixed.safetensors"]])
-    clip = wf.add("CLIPLoader", (0, 130), {"clip_name": "mistral_3_small_flux2_bf16.safetensors", "type": "flux2",
-                                          "device": "default"},
-                  size=(320, 106), models=[MODELS["mistral_3_small_flux2_bf16.safetensors"]])
-    vae = wf.add("VAELoader", (0, 290), {"vae_name": "flux2-vae.safetensors"}, size=(320, 58),
-                 models=[MODELS["flux2-vae.safetensors"]])
-    pos = wf.add("CLIPTextEncode", (360, 0), {"text": PROMPT}, size=(400, 160), title="CLIP Text Encode (Prompt)")
-    wf.link(clip, 0, pos, "clip")
-    guide = wf.add("FluxGuidance", (360, 200), {"guidance": 4.0}, size=(300, 58))
-    wf.link(pos, 0, guide, "conditioning")
-    guider = wf.add("BasicGuider", (360, 300), size=(240, 46))
-    wf.link(unet, 0, guider, "model")
-    wf.link(guide, 0, guider, "conditioning")
-    noise = wf.add("RandomNoise", (360, 390), {"noise_seed": SEED}, size=(300, 82))
-    sampler = wf.add("KSamplerSelect", (360, 510), {"sampler_name": "euler"}, size=(300, 58))
-    sched = wf.add("Flux2Scheduler", (360, 610), {"steps": 20, "width": 1024, "height": 1024}, size=(300, 106))
-    empty = wf.add("EmptyFlux2LatentImage", (360, 760), {"width": 1024, "height": 1024, "batch_size": 1},
-                   size=(300, 106))
-    sca = wf.add("SamplerCustomAdvanced", (800, 0), size=(300, 330))
-    wf.link(noise, 0, sca, "noise")
-    wf.link(guider, 0, sca, "guider")
-    wf.link(sampler, 0, sca, "sampler")
-    wf.link(sched, 0, sca, "sigmas")
-    wf.link(empty, 0, sca, "latent_image")
-    dec = wf.add("VAEDecode", (800, 380), size=(210, 46), title="VAE Decode (1024 px)")
-    wf.link(sca, 0, dec, "samples")
-    wf.link(vae, 0, dec, "vae")
-    prev = wf.add("PreviewImage", (800, 470), size=(320, 300), title="Preview (1024 px)")
-    wf.link(dec, 0, prev, "images")
-    lua = lua_loader(wf, "flux2", (1160, 0), model=unet)
-    ups = lua_branches(wf, lua, sca, vae, "flux2", 1024, 1160, 120, model=unet)
-    wf.group("1. FLUX.2 [dev] text to image, 1024 px", [unet, clip, vae, pos, guide, guider, noise, sampler, sched,
-                                                        empty, sca, dec, prev])
-    wf.group("2. LUA: latent x2 → 2048 px, x4 → 4096 px", [lua, *ups], GREEN)
-    wf.note(t2i_note("FLUX.2 [dev]", ["flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16.safetensors",
-                                      "flux2-vae.safetensors"], "flux2",
-                     "FLUX.2 latents are 128 channels at 1/16 (2x2 packed 32-channel latents); the adapter unpacks, "
-                     "upscales and packs them again, so LUA sits between the sampler and VAE Decode as usual."),
-            NOTE_POS, (380, 460))
-    return wf, "LUA: FLUX.2 [dev] 1024 px → 2048 / 4096 px"
+def encode_example(wf: Workflow, enc_pos: Sequence[float],
+                   node_ids: Sequence[Optional[int]] = (None,) * 4) -> list[Node]:
+    """Load Image (``example.png``), Upscale Image to 512 px and VAE Encode with taef1:
+    [load, scale, vae, encode]."""
+    load = wf.add("LoadImage", (0, 0), {"image": EXAMPLE_IMAGE}, size=(320, 360), node_id=node_ids[0])
+    scale = wf.add("ImageScale", (360, 0), {"upscale_method": "lanczos", "width": 512, "height": 512,
+                                            "crop": "center"}, size=(300, 130), node_id=node_ids[1])
+    vae = wf.add("VAELoader", (360, 200), {"vae_name": "taef1"}, size=(300, 58), node_id=node_ids[2])
+    enc = wf.add("VAEEncode", enc_pos, size=(210, 46), node_id=node_ids[3])
+    wf.link(load, 0, scale, "image")
+    wf.link(scale, 0, enc, "pixels")
+    wf.link(vae, 0, enc, "vae")
+    return [load, scale, vae, enc]
 
 
 def build_image_in(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     """The image-in workflow; node ids kept from the first version (scripts/run_demo.py reads it)."""
     wf = Workflow("lua_image_upscale_x2_x4", oi)
-    load = wf.add("LoadImage", (0, 0), {"image": EXAMPLE_IMAGE}, size=(320, 360), node_id=1)
-    scale = wf.add("ImageScale", (360, 0), {"upscale_method": "lanczos", "width": 512, "height": 512,
-                                            "crop": "center"}, size=(300, 130), node_id=2)
-    vae = wf.add("VAELoader", (360, 200), {"vae_name": "taef1"}, size=(300, 58), node_id=3)
-    enc = wf.add("VAEEncode", (700, 0), size=(210, 46), node_id=4)
+    encode = encode_example(wf, (700, 0), node_ids=(1, 2, 3, 4))
+    vae, enc = encode[2], encode[3]
     lua = lua_loader(wf, "flux1", (700, 200), node_id=5)
-    wf.link(load, 0, scale, "image")
-    wf.link(scale, 0, enc, "pixels")
-    wf.link(vae, 0, enc, "vae")
     made = []
     for nid, scale_by, y in ((6, 2.0, 0), (7, 4.0, 360)):
         up = wf.add("LUALatentUpscale", (1100, y), {"scale_by": scale_by, "tile_size": 0, "tile_overlap": 16},
@@ -546,9 +596,9 @@ def build_image_in(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         save = wf.add("SaveImage", (1730, y), {"filename_prefix": name}, size=(320, 300), node_id=nid)
         wf.link(dec, 0, save, "images")
         saves.append(save)
-    wf.group("1. image → latent (FLUX.1 tiny autoencoder)", [load, scale, vae, enc])
+    wf.group("1. image → latent (FLUX.1 tiny autoencoder)", encode)
     wf.group("2. LUA x2 / x4 → one decode each", [lua, *made, *saves], GREEN)
-    wf.note("\n".join([
+    wf.note(markdown(
         "## Image in: LUA without a diffusion model",
         "",
         "Encodes a photo into a FLUX.1 latent with the tiny autoencoder **taef1**, upscales the latent x2 and x4 "
@@ -564,40 +614,25 @@ def build_image_in(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         "",
         "It starts on ComfyUI's own `example.png`: put your photo in **Load Image** instead; **Upscale Image** sets "
         "the working size (512 px here).",
-    ]) + "\n", NOTE_POS, (380, 360))
+    ), NOTE_POS, (380, 360))
     return wf, "LUA: image in → latent x2 / x4 (tiny autoencoder)"
 
 
 def build_compare(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf = Workflow("lua_compare_upscalers", oi)
-    load = wf.add("LoadImage", (0, 0), {"image": EXAMPLE_IMAGE}, size=(320, 360))
-    scale = wf.add("ImageScale", (360, 0), {"upscale_method": "lanczos", "width": 512, "height": 512,
-                                            "crop": "center"}, size=(300, 130))
-    vae = wf.add("VAELoader", (360, 200), {"vae_name": "taef1"}, size=(300, 58))
-    enc = wf.add("VAEEncode", (360, 300), size=(210, 46))
-    wf.link(load, 0, scale, "image")
-    wf.link(scale, 0, enc, "pixels")
-    wf.link(vae, 0, enc, "vae")
+    encode = encode_example(wf, (360, 300))
+    vae, enc = encode[2], encode[3]
     lua = lua_loader(wf, "flux1", (700, 0))
     up = wf.add("LUALatentUpscale", (700, 120), {"scale_by": 2.0, "tile_size": 0, "tile_overlap": 16},
                 size=(340, 130), title="LUA Latent Upscale x2")
     wf.link(lua, 0, up, "lua_model")
     wf.link(enc, 0, up, "samples")
-    dec_a = wf.add("VAEDecode", (1080, 120), size=(210, 46))
-    wf.link(up, 0, dec_a, "samples")
-    wf.link(vae, 0, dec_a, "vae")
-    save_a = wf.add("SaveImage", (1330, 0), {"filename_prefix": "LUA/compare_1_lua_x2"}, size=(320, 300),
-                    title="1. LUA x2")
-    wf.link(dec_a, 0, save_a, "images")
+    out_a = decode_out(wf, up, (vae, 0), (1080, 120), (1330, 0), "LUA/compare_1_lua_x2", out_title="1. LUA x2")
     bis = wf.add("LatentUpscaleBy", (700, 480), {"upscale_method": "bislerp", "scale_by": 2.0}, size=(340, 82),
                  title="Upscale Latent By x2 (bislerp)")
     wf.link(enc, 0, bis, "samples")
-    dec_b = wf.add("VAEDecode", (1080, 480), size=(210, 46))
-    wf.link(bis, 0, dec_b, "samples")
-    wf.link(vae, 0, dec_b, "vae")
-    save_b = wf.add("SaveImage", (1330, 420), {"filename_prefix": "LUA/compare_2_bislerp_x2"}, size=(320, 300),
-                    title="2. Upscale Latent By (bislerp) x2")
-    wf.link(dec_b, 0, save_b, "images")
+    out_b = decode_out(wf, bis, (vae, 0), (1080, 480), (1330, 420), "LUA/compare_2_bislerp_x2",
+                       out_title="2. Upscale Latent By (bislerp) x2")
     dec_c = wf.add("VAEDecode", (700, 900), size=(210, 46), title="VAE Decode (512 px)")
     wf.link(enc, 0, dec_c, "samples")
     wf.link(vae, 0, dec_c, "vae")
@@ -607,11 +642,11 @@ def build_compare(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     save_c = wf.add("SaveImage", (1330, 840), {"filename_prefix": "LUA/compare_3_pixel_lanczos_x2"},
                     size=(320, 300), title="3. decode → Upscale Image By (lanczos) x2")
     wf.link(pix, 0, save_c, "images")
-    wf.group("input → latent", [load, scale, vae, enc])
-    wf.group("1. LUA (latent, learned)", [lua, up, dec_a, save_a], GREEN)
-    wf.group("2. ComfyUI latent upscale (bislerp)", [bis, dec_b, save_b], YELLOW)
+    wf.group("input → latent", encode)
+    wf.group("1. LUA (latent, learned)", [lua, up, *out_a], GREEN)
+    wf.group("2. ComfyUI latent upscale (bislerp)", [bis, *out_b], YELLOW)
     wf.group("3. decode, then pixel upscale", [dec_c, pix, save_c], PURPLE)
-    wf.note("\n".join([
+    wf.note(markdown(
         "## LUA vs the two usual routes, all at x2",
         "",
         "1. **LUA Latent Upscale**: a learned x2 in latent space, then one decode.",
@@ -622,7 +657,7 @@ def build_compare(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         "",
         "Runs with the FLUX.1 tiny autoencoder (taef1) and no diffusion model; all three outputs are 1024 px from "
         "the same 512 px latent. Open them side by side (or in an image-compare node) to judge.",
-    ]) + "\n", NOTE_POS, (380, 380))
+    ), NOTE_POS, (380, 380))
     return wf, "LUA vs Upscale Latent By (bislerp) vs pixel upscale"
 
 
@@ -648,7 +683,7 @@ def build_all(object_info: Mapping[str, Any], only: Optional[Sequence[str]] = No
 def _object_info(path: Optional[Path]) -> dict[str, Any]:
     if path is not None:
         return json.loads(path.read_text())
-    from scripts.comfy_server import ComfyServer
+    from tests.support.comfy_server import ComfyServer
 
     with ComfyServer() as server:
         return server.object_info()

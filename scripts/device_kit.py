@@ -23,9 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lua_core.tae import shared_dir  # noqa: E402
-from lua_core.train.data import list_images, load_image  # noqa: E402
-from lua_core.train.validate import center_crop, pick_val_images  # noqa: E402
+from lua_core.images import (  # noqa: E402
+    center_crop,  # noqa: E402
+    list_images,
+    load_image,
+)
+from lua_core.locations import shared_dir  # noqa: E402
+from lua_core.photo_sets import pick_val_images  # noqa: E402
 
 MIB = 1 << 20
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/make_thumbnails.py [--image PATH]
 
-Everything runs on the CPU in a headless ComfyUI 0.3.75 (``scripts/comfy_server.py``)
+Everything runs on the CPU in a headless ComfyUI 0.3.75 (``tests/support/comfy_server.py``)
 with the tiny autoencoders, because the diffusion models cannot be downloaded here:
 
 * image-in and comparison workflows: the workflow itself runs; the thumbnail shows
@@ -41,8 +41,8 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 import lua_core  # noqa: E402
 from lua_core.checkpoints.export import save_checkpoint  # noqa: E402
 from lua_core.tae import load_tae  # noqa: E402
-from scripts.comfy_server import ComfyServer  # noqa: E402
-from scripts.workflow_api import workflow_to_api  # noqa: E402
+from tests.support.comfy_server import ComfyServer  # noqa: E402
+from tests.support.workflow_api import workflow_to_api  # noqa: E402
 
 WORKFLOWS = REPO / "workflows"
 WEIGHTS = REPO / "weights"

@@ -7,7 +7,7 @@
         --run-dir .cache/train_runs/sd15_light_cpu --hardware "2-core AMD EPYC CPU, 1 thread, shared"
 
 The status is measured, not declared: ``release`` when x2 and x4 both beat decode + pixel bicubic in
-PSNR and in LPIPS (issue 4's bar), else ``preview``.  The evaluation must be of the same file (sha256).
+PSNR and in LPIPS (the first ship bar), else ``preview``.  The evaluation must be of the same file (sha256).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from lua_core.checkpoints.manifest import DEFAULT_MANIFEST_PATH, Manifest, ManifestEntry, file_sha256  # noqa: E402
 from lua_core.families import get_family  # noqa: E402
 
-AIM_DB = {2: 1.5, 4: 0.8}  # issue 4's aim above pixel bicubic
+AIM_DB = {2: 1.5, 4: 0.8}  # the first aim above pixel bicubic, in dB
 
 
 def figures(result: dict[str, Any]) -> dict[str, dict[str, Optional[float]]]:
@@ -58,6 +58,32 @@ def run_minutes(run_dir: Path, export: Path) -> Optional[float]:
     return round((export.stat().st_mtime - start.stat().st_mtime) / 60, 1)
 
 
+def open_adapter(family: str, checkpoint: Path) -> tuple[Any, str, Any, str]:
+    """``(family, bundled file name, loaded model, sha256)`` of an adapter to release; exits if it is another family's."""
+    import lua_core
+
+    fam = get_family(family)
+    model = lua_core.load_model(checkpoint)
+    if model.family.name != fam.name:
+        raise SystemExit(f"{checkpoint} is a {model.family.label} adapter, not {fam.label}")
+    return fam, f"lua_light_{fam.name}.safetensors", model, file_sha256(checkpoint)
+
+
+def family_note(family: str) -> list[str]:
+    """Model-card lines about a family's latent convention (FLUX.2's estimated batch-norm statistics)."""
+    if family != "flux2":
+        return []
+    return ["> FLUX.2 convention: ComfyUI's FLUX.2 LATENT is packed 2x2 into 128 channels and batch-norm normalised "
+            "with the full VAE's running statistics. This adapter works on un-normalised, unpacked taef2 latents; the "
+            "pack converts at its boundary (`lua_core/families.py`: `(z - mean) / sqrt(var + 1e-4)` per packed channel "
+            "and back) with statistics **estimated** from taef2 latents of 512 random crops of our training "
+            "photographs (`lua_core/latent_stats.json`, `python scripts/estimate_latent_stats.py`), because the real "
+            "VAE's statistics cannot be downloaded here. They bring taef2 latents of unseen photographs to about zero "
+            "mean and unit variance per channel (`tests/unit/test_families.py`); on a real FLUX.2 latent the mismatch "
+            "with the VAE's own statistics cancels to first order, since the same affine map is undone after the "
+            "network.", ""]
+
+
 def model_card(entry: ManifestEntry, meta: dict[str, Any], result: dict[str, Any], figs: dict, minutes: Optional[float],
                hardware: str, recipes: list[str], eval_json: str, eval_cmd: str, note: str = "") -> str:
     fam = get_family(entry.family)
@@ -65,7 +91,7 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], result: dict[str, Any
     data = meta.get("data") or {}
     lines = [f"# {entry.name}: LUA light adapter for {fam.label} latents", ""]
     verdict = ("**release**: x2 and x4 beat decode + pixel bicubic in PSNR and LPIPS" if entry.status == "release" else
-               "**preview**: better than every latent upscaler, below decode + pixel bicubic (issue 4's bar to ship); "
+               "**preview**: better than every latent upscaler, below decode + pixel bicubic (the bar to ship); "
                "a longer (GPU) run of the full recipe replaces it")
     lines += [f"- Status: {verdict}.",
               f"- Network: light config, 1.49 M parameters, heads x2 and x4, fp16 safetensors, {entry.size:,} bytes, "
@@ -74,10 +100,7 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], result: dict[str, Any
               + (f", ComfyUI packs them 2x2 into {fam.comfy_channels}" if fam.pack > 1 else "") + "), "
               f"trained and evaluated with `{meta.get('tae')}` (the stand-in tiny autoencoder in `../shared/vae`).",
               "- License: Apache-2.0 (weights and code).", ""]
-    if entry.family == "flux2":
-        lines += ["> FLUX.2: ComfyUI's FLUX.2 LATENT is batch-norm normalised by the full VAE; this adapter was trained on",
-                  "> un-normalised taef2 latents. Retrain with the full VAE (`data.vae.backend = comfy`) for real FLUX.2",
-                  "> workflows.", ""]
+    lines += family_note(entry.family)
     lines += ["## Training", "",
               "- Recipe: " + ", then ".join(f"`python -m lua_core.train --config {r} --threads 1`" for r in recipes) + ".",
               *([f"- {note}"] if note else []),
@@ -162,15 +185,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--eval-command", default=None)
     a = p.parse_args(argv)
 
-    import lua_core
-
-    fam = get_family(a.family)
-    name = f"lua_light_{fam.name}.safetensors"
-    model = lua_core.load_model(a.checkpoint)
-    if model.family.name != fam.name:
-        raise SystemExit(f"{a.checkpoint} is a {model.family.label} adapter, not {fam.label}")
+    fam, name, model, digest = open_adapter(a.family, a.checkpoint)
     result = json.loads(a.eval.read_text())
-    digest = file_sha256(a.checkpoint)
     if result["checkpoint"].get("sha256") != digest:
         raise SystemExit(f"{a.eval} evaluated another file (sha256 {result['checkpoint'].get('sha256')}, this is {digest})")
     figs = figures(result)

@@ -23,9 +23,9 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lua_core.checkpoints.manifest import ManifestEntry, file_sha256  # noqa: E402
+from lua_core.checkpoints.manifest import ManifestEntry  # noqa: E402
 from lua_core.families import get_family  # noqa: E402
-from scripts.release_adapter import with_entry, write_manifest  # noqa: E402
+from scripts.release_adapter import family_note, open_adapter, with_entry, write_manifest  # noqa: E402
 
 PATHS = ("lua", "pixel_bicubic", "pixel_lanczos", "latent_bicubic", "vae_ceiling")
 METRICS = ("psnr", "ssim", "lpips", "dists")
@@ -100,12 +100,14 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
              f"- Latents: {fam.label} ({fam.model_channels} channels), trained and evaluated with `{fam.tae_name}` "
              "(the stand-in decoder in `../shared/vae`).",
              "- License: Apache-2.0 (our weights and code); the embedded tiny autoencoder is MIT.", "",
+             *family_note(fam.name),
              "## Training", "",
              f"- Recipe: `python -m lua_core.train.finetune --family {fam.name} --init <previous adapter> "
              f"--out .cache/ft/{fam.name} --seconds <budget> --threads 1` (resume: the same command; state in "
              f"`<out>/state.pt`). Started from the bicubic-skip adapter of the earlier CPU recipe, converted.",
-             f"- Loss: {cfg.get('l1')} x L1 + {cfg.get('fft')} x FFT-L1 + LPIPS(AlexNet) (weight {cfg.get('lpips')}; "
-             "0.3 for the first ~550 steps) on a decoded latent window "
+             f"- Loss: {cfg.get('l1')} x L1 + {cfg.get('fft')} x FFT-L1 + LPIPS(AlexNet) (weight {cfg.get('lpips')}"
+             + (f", x2 head {cfg['lpips_x2']}" if cfg.get("lpips_x2") is not None else "")
+             + "; the run history below says when weights changed) on a decoded latent window "
              f"({cfg.get('window')} latent px, {cfg.get('margin')} px margin left out) against the true pixels; "
              f"batch {cfg.get('batch')}, Adam lr {cfg.get('lr')}, EMA {cfg.get('ema_decay')}, heads alternate; "
              f"LR latents {cfg.get('lr_sizes_x2')} (x2) and {cfg.get('lr_sizes_x4')} (x4) px; fresh crops of every "
@@ -141,14 +143,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--note", default="", help="markdown appended to the card (e.g. what the file replaces)")
     a = p.parse_args(argv)
 
-    import lua_core
-
-    fam = get_family(a.family)
-    name = f"lua_light_{fam.name}.safetensors"
-    model = lua_core.load_model(a.checkpoint)
-    if model.family.name != fam.name:
-        raise SystemExit(f"{a.checkpoint} is a {model.family.label} adapter, not {fam.label}")
-    digest = file_sha256(a.checkpoint)
+    fam, name, model, digest = open_adapter(a.family, a.checkpoint)
     results, figs, commands = {}, {}, {}
     for key, path in (("holdout", a.eval_holdout), ("val", a.eval_val)):
         result = json.loads(path.read_text())
@@ -159,7 +154,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise SystemExit(f"{path} lacks the paths {missing}")
         imgs = result["images"]
         results[key], figs[key] = result, figures(result)
-        commands[key] = (f"python -m lua_core.eval --checkpoint {name} --images {'holdout' if key == 'holdout' else '${shared}/data/val'} "
+        images = "holdout" if key == "holdout" else "${shared}/data/val"
+        commands[key] = (f"python -m lua_core.eval --checkpoint {name} --images {images} "
                          f"--images-count {imgs['count']} --crop {imgs['crop']} --paths {','.join(PATHS)} --threads 1")
     misses = [f"{k} {m}" for k in figs for m in bar_misses(figs[k])]
     status = "release" if not misses else "preview"

@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO))
 
 from PIL import Image  # noqa: E402
 
-from scripts.comfy_server import ComfyServer  # noqa: E402
-from scripts.workflow_api import workflow_to_api  # noqa: E402
+from tests.support.comfy_server import ComfyServer  # noqa: E402
+from tests.support.workflow_api import workflow_to_api  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "lua_image_upscale_x2_x4.json"
 SHARED = Path(os.environ.get("LUA_SHARED_DIR", REPO.parent / "shared"))

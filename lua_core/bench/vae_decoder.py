@@ -128,10 +128,6 @@ class KLDecoder(nn.Module):
         self.norm_out = nn.GroupNorm(g, chans[0], eps=1e-6)
         self.conv_out = nn.Conv2d(chans[0], config.out_channels, 3, 1, 1)
 
-    @property
-    def downscale(self) -> int:
-        return 2 ** (len(self.config.block_out_channels) - 1)
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)

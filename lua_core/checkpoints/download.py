@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 from urllib.parse import unquote, urlsplit
 
+from ..errors import DownloadError
 from .manifest import ManifestEntry, check_file, file_sha256
 
 try:
@@ -55,21 +56,6 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_CHUNK_SIZE = 1 << 20
 HUB_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
-
-
-class DownloadError(RuntimeError):
-    """A checkpoint could not be fetched; the message names the URL, the reason and the manual fix."""
-
-    def __init__(self, url: Optional[str], dest_path: PathLike, reason: str, *,
-                 hint: Optional[str] = None) -> None:
-        self.url = url
-        self.dest_path = Path(dest_path)
-        self.reason = reason
-        if hint is None:
-            hint = (f"Download {url} yourself and place it at {self.dest_path}" if url
-                    else f"Place the file at {self.dest_path} yourself")
-        head = f"Could not download {url} to {self.dest_path}" if url else f"Could not obtain {self.dest_path}"
-        super().__init__(f"{head}: {reason}. {hint}.")
 
 
 def temp_name(filename: str) -> str:

@@ -25,16 +25,15 @@ import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit
+
+from ..locations import REPO_ROOT
 
 FORMAT_VERSION = 1
 MANIFEST_FILENAME = "weights_manifest.json"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST_PATH = REPO_ROOT / MANIFEST_FILENAME
 
-KNOWN_FAMILIES: tuple[str, ...] = ("sd15", "sdxl", "sd3", "flux1", "flux2")
-KNOWN_CONFIGS: tuple[str, ...] = ("paper", "light")
 KNOWN_STATUSES: tuple[str, ...] = ("official", "release", "preview")
 OPTIONAL_FIELDS: tuple[str, ...] = ("status", "training", "model_card")
 WEIGHT_EXTENSIONS: tuple[str, ...] = (".pth", ".safetensors")
@@ -77,107 +76,32 @@ class ManifestEntry:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ValueError(f"{label}: unknown field(s) {', '.join(repr(u) for u in unknown)}")
-
-        def fail(field: str, problem: str) -> ValueError:
-            return ValueError(f"{label}: field {field!r} {problem} (got {data[field]!r})")
-
-        def text(field: str, *, nullable: bool = False, allow_empty: bool = False) -> Optional[str]:
-            value = data[field]
-            if value is None and nullable:
-                return None
-            if not isinstance(value, str):
-                raise fail(field, "must be a string" + (" or null" if nullable else ""))
-            if not allow_empty and not value.strip():
-                raise fail(field, "must not be empty")
-            return value
-
-        name = text("name")
-        filename = text("filename")
-        if name is None or filename is None:  # text() only returns None for nullable fields
-            raise ValueError(f"{label}: fields 'name' and 'filename' are required")
-        if "/" in filename or "\\" in filename or filename in (".", ".."):
-            raise fail("filename", "must be a bare file name without directories")
-        if filename.startswith("."):
-            raise fail("filename", "must not start with '.' (hidden files are ignored by the loader)")
-        if not filename.endswith(WEIGHT_EXTENSIONS):
-            raise fail("filename", f"must end with one of {', '.join(WEIGHT_EXTENSIONS)}")
-        if name != filename:
-            raise fail("name", f"must equal the file name {filename!r}")
-
-        family = text("family")
-        if family not in KNOWN_FAMILIES:
-            raise fail("family", f"must be one of {', '.join(KNOWN_FAMILIES)}")
-
-        raw_scales = data["scales"]
-        if not isinstance(raw_scales, list) or not raw_scales:
-            raise fail("scales", "must be a non-empty list of integers")
-        for s in raw_scales:
-            if isinstance(s, bool) or not isinstance(s, int):
-                raise fail("scales", "must contain integers only")
-            if s < 2 or s & (s - 1):
-                raise fail("scales", f"must contain powers of two >= 2, {s} is not")
-        if len(set(raw_scales)) != len(raw_scales):
-            raise fail("scales", "must not repeat a scale")
-
-        config = text("config")
-        if config not in KNOWN_CONFIGS:
-            raise fail("config", f"must be one of {', '.join(KNOWN_CONFIGS)}")
-
+        r = _FieldReader(data, label)
+        name, filename = _read_names(r)
+        families, presets = _known_names()
+        family = r.one_of("family", families)
+        scales = _read_scales(r)
+        config = r.one_of("config", presets)
         size = data["size"]
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-            raise fail("size", "must be a positive integer (bytes) or null")
-
-        sha256 = text("sha256", nullable=True)
-        if sha256 is not None:
-            sha256 = sha256.lower()
-            if not _SHA256_RE.match(sha256):
-                raise fail("sha256", "must be 64 hexadecimal digits or null")
-
-        url = text("url", nullable=True)
-        if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise fail("url", "must be an http(s) URL or null")
-
-        def rel_path(field: str) -> Optional[str]:
-            value = text(field, nullable=True)
-            if value is not None:
-                rel = PurePosixPath(value)
-                if "\\" in value or rel.is_absolute() or ".." in rel.parts or re.match(r"^[A-Za-z]:", value):
-                    raise fail(field, "must be a relative POSIX path inside the repository")
-            return value
-
-        bundled = rel_path("bundled")
+            raise r.fail("size", "must be a positive integer (bytes) or null")
+        sha256, url = _read_source(r)
+        bundled = r.rel_path("bundled")
         if bundled is not None and PurePosixPath(bundled).name != filename:
-            raise fail("bundled", f"must point at a file named {filename!r}")
-
-        status = text("status", nullable=True) if "status" in data else None
+            raise r.fail("bundled", f"must point at a file named {filename!r}")
+        status = r.text("status", nullable=True) if "status" in data else None
         if status is not None and status not in KNOWN_STATUSES:
-            raise fail("status", f"must be one of {', '.join(KNOWN_STATUSES)} or null")
+            raise r.fail("status", f"must be one of {', '.join(KNOWN_STATUSES)} or null")
         training = data.get("training")
         if training is not None and not isinstance(training, dict):
-            raise fail("training", "must be a JSON object or null")
-        model_card = rel_path("model_card") if "model_card" in data else None
+            raise r.fail("training", "must be a JSON object or null")
+        model_card = r.rel_path("model_card") if "model_card" in data else None
         if model_card is not None and not model_card.endswith(".md"):
-            raise fail("model_card", "must be a Markdown (.md) file")
-
-        return cls(
-            name=name,
-            filename=filename,
-            family=family,
-            scales=tuple(sorted(raw_scales)),
-            config=config,
-            size=size,
-            sha256=sha256,
-            url=url,
-            bundled=bundled,
-            license=text("license"),
-            source=text("source"),
-            description=text("description", allow_empty=True),
-            status=status,
-            training=training,
-            model_card=model_card,
-        )
+            raise r.fail("model_card", "must be a Markdown (.md) file")
+        return cls(name=name, filename=filename, family=family, scales=scales, config=config, size=size,
+                   sha256=sha256, url=url, bundled=bundled, license=r.text("license"), source=r.text("source"),
+                   description=r.text("description", allow_empty=True), status=status, training=training,
+                   model_card=model_card)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of this entry (inverse of :meth:`from_dict`)."""
@@ -185,6 +109,94 @@ class ManifestEntry:
                if f.name not in OPTIONAL_FIELDS or getattr(self, f.name) is not None}
         out["scales"] = list(self.scales)
         return out
+
+
+
+def _known_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The latent families and network presets an entry may name."""
+    # imported here: the downloader imports this module in a child process that has no torch
+    from ..families import FAMILIES
+    from ..model.config import PRESETS
+
+    return tuple(FAMILIES), tuple(PRESETS)
+
+
+class _FieldReader:
+    """Typed reads of one manifest entry's fields; errors name the entry, the field and the value."""
+
+    def __init__(self, data: Mapping[str, Any], label: str) -> None:
+        self.data, self.label = data, label
+
+    def fail(self, field: str, problem: str) -> ValueError:
+        return ValueError(f"{self.label}: field {field!r} {problem} (got {self.data[field]!r})")
+
+    def text(self, field: str, *, nullable: bool = False, allow_empty: bool = False) -> Optional[str]:
+        value = self.data[field]
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(field, "must be a string" + (" or null" if nullable else ""))
+        if not allow_empty and not value.strip():
+            raise self.fail(field, "must not be empty")
+        return value
+
+    def one_of(self, field: str, choices: Sequence[str]) -> str:
+        value = self.text(field)
+        if value not in choices:
+            raise self.fail(field, f"must be one of {', '.join(choices)}")
+        return value
+
+    def rel_path(self, field: str) -> Optional[str]:
+        value = self.text(field, nullable=True)
+        if value is not None:
+            rel = PurePosixPath(value)
+            if "\\" in value or rel.is_absolute() or ".." in rel.parts or re.match(r"^[A-Za-z]:", value):
+                raise self.fail(field, "must be a relative POSIX path inside the repository")
+        return value
+
+
+def _read_names(r: _FieldReader) -> tuple[str, str]:
+    """``name`` and ``filename``: a bare, visible weight file name, and the same string."""
+    name, filename = r.text("name"), r.text("filename")
+    assert name is not None and filename is not None  # text() only returns None for nullable fields
+    if "/" in filename or "\\" in filename or filename in (".", ".."):
+        raise r.fail("filename", "must be a bare file name without directories")
+    if filename.startswith("."):
+        raise r.fail("filename", "must not start with '.' (hidden files are ignored by the loader)")
+    if not filename.endswith(WEIGHT_EXTENSIONS):
+        raise r.fail("filename", f"must end with one of {', '.join(WEIGHT_EXTENSIONS)}")
+    if name != filename:
+        raise r.fail("name", f"must equal the file name {filename!r}")
+    return name, filename
+
+
+def _read_scales(r: _FieldReader) -> tuple[int, ...]:
+    raw = r.data["scales"]
+    if not isinstance(raw, list) or not raw:
+        raise r.fail("scales", "must be a non-empty list of integers")
+    for s in raw:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise r.fail("scales", "must contain integers only")
+        if s < 2 or s & (s - 1):
+            raise r.fail("scales", f"must contain powers of two >= 2, {s} is not")
+    if len(set(raw)) != len(raw):
+        raise r.fail("scales", "must not repeat a scale")
+    return tuple(sorted(raw))
+
+
+def _read_source(r: _FieldReader) -> tuple[Optional[str], Optional[str]]:
+    """``sha256`` (lowercased) and ``url``, each optional."""
+    sha256 = r.text("sha256", nullable=True)
+    if sha256 is not None:
+        sha256 = sha256.lower()
+        if not _SHA256_RE.match(sha256):
+            raise r.fail("sha256", "must be 64 hexadecimal digits or null")
+    url = r.text("url", nullable=True)
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise r.fail("url", "must be an http(s) URL or null")
+    return sha256, url
 
 
 class Manifest:

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 
 from ..model.config import LUAConfig
-from ..model.network import Chunks
+from ..model.network import Chunks, round_up
 
 CPU_BUDGET_CAP = 2 << 30  # bytes; beyond this CPU speed gains from bigger tiles are negligible
 CPU_BUDGET_FRACTION = 0.3
@@ -81,10 +81,6 @@ def bytes_per_pixel(config: LUAConfig, scale: int, dtype: torch.dtype) -> float:
     return float(math.ceil(footprint(config, scale).plain * _elem_size(dtype) * MARGIN))
 
 
-def _window_pad(n: int, w: int) -> int:
-    return -(-n // w) * w
-
-
 def chunk_plan(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype,
                budget: Optional[int], device: torch.device) -> Optional[Chunks]:
     """The largest chunks with which the chunked pass over the whole latent fits the budget, or None.
@@ -97,7 +93,7 @@ def chunk_plan(config: LUAConfig, scale: int, batch: int, height: int, width: in
     budget = default_budget(device) if budget is None else int(budget)
     fp = footprint(config, scale)
     w = config.window_size
-    hp, wp = _window_pad(height, w), _window_pad(width, w)
+    hp, wp = round_up(height, w), round_up(width, w)
     area = hp * wp
     avail = budget / (_elem_size(dtype) * max(batch, 1) * MARGIN)
     trunk = (avail - fp.trunk_keep * area) / fp.trunk_chunk
@@ -105,6 +101,12 @@ def chunk_plan(config: LUAConfig, scale: int, batch: int, height: int, width: in
     if trunk < max(wp, w * w) or head < min(HEAD_MIN_ROWS, hp) * wp:
         return None
     return Chunks(int(min(trunk, area)), int(min(head, area)))
+
+
+def pass_memory(config: LUAConfig, scale: int, pixels: int, dtype: torch.dtype) -> int:
+    """Bytes one plain pass over ``pixels`` model-layout latent pixels needs beside the weights
+    (activations plus the teacher skip's autoencoder tiles)."""
+    return int(bytes_per_pixel(config, scale, dtype) * pixels + skip_reserve(config, scale, 1, pixels, 1, dtype))
 
 
 def skip_reserve(config: LUAConfig, scale: int, batch: int, height: int, width: int, dtype: torch.dtype) -> int:
@@ -132,7 +134,7 @@ def plan_memory(config: LUAConfig, scale: int, batch: int, height: int, width: i
     budget = default_budget(device) if budget is None else int(budget)
     budget = max(budget - skip_reserve(config, scale, batch, height, width, dtype), 1)
     w = config.window_size
-    if _window_pad(height, w) * _window_pad(width, w) * bytes_per_pixel(config, scale, dtype) * max(batch, 1) <= budget:
+    if round_up(height, w) * round_up(width, w) * bytes_per_pixel(config, scale, dtype) * max(batch, 1) <= budget:
         return 0, 0, None
     chunks = chunk_plan(config, scale, batch, height, width, dtype, budget, device)
     if chunks is not None:
@@ -144,7 +146,7 @@ def plan_memory(config: LUAConfig, scale: int, batch: int, height: int, width: i
     largest_w = max(b - a for a, b in tile_spans(width, tw, overlap, w))
     chunks = chunk_plan(config, scale, batch, largest_h, largest_w, dtype, budget, device)
     if chunks is None:  # nothing fits: the smallest chunks
-        chunks = Chunks(max(w * w, _window_pad(largest_w, w)), HEAD_MIN_ROWS * _window_pad(largest_w, w))
+        chunks = Chunks(max(w * w, round_up(largest_w, w)), HEAD_MIN_ROWS * round_up(largest_w, w))
     return th, tw, chunks
 
 
@@ -168,10 +170,15 @@ def available_memory(device: torch.device) -> int:
     return 4 << 30
 
 
+def budget_from_free(free: int) -> int:
+    """The share of an accelerator's free memory one upscale may plan for."""
+    return int(free * GPU_BUDGET_FRACTION)
+
+
 def default_budget(device: torch.device) -> int:
     free = available_memory(device)
     if device.type == "cuda":
-        return int(free * GPU_BUDGET_FRACTION)
+        return budget_from_free(free)
     return int(min(free * CPU_BUDGET_FRACTION, CPU_BUDGET_CAP))
 
 
@@ -181,7 +188,7 @@ def auto_tile_size(config: LUAConfig, scale: int, batch: int, height: int, width
     budget = default_budget(device) if budget is None else int(budget)
     per_px = bytes_per_pixel(config, scale, dtype) * max(batch, 1)
     w = config.window_size
-    padded = (-(-height // w) * w) * (-(-width // w) * w)
+    padded = round_up(height, w) * round_up(width, w)
     if padded * per_px <= budget:
         return 0
     side = int((budget / per_px) ** 0.5) // w * w
@@ -208,8 +215,7 @@ def auto_tile_shape(config: LUAConfig, scale: int, batch: int, height: int, widt
     budget = default_budget(device) if budget is None else int(budget)
     per_px = bytes_per_pixel(config, scale, dtype) * max(batch, 1)
     w = config.window_size
-    pad = lambda n: -(-n // w) * w  # noqa: E731
-    if pad(height) * pad(width) * per_px <= budget:
+    if round_up(height, w) * round_up(width, w) * per_px <= budget:
         return 0, 0
     max_area = budget / per_px
     fp = footprint(config, scale)
@@ -231,16 +237,16 @@ def auto_tile_shape(config: LUAConfig, scale: int, batch: int, height: int, widt
         if nh == 1:
             th = height
         else:
-            th = pad(-(-(height + (nh - 1) * overlap) // nh))
+            th = round_up(-(-(height + (nh - 1) * overlap) // nh), w)
             if th >= height or th <= overlap or th < 2 * w:
                 continue
         ys = tile_spans(height, th, overlap, w)
-        tw_max = max_width(pad(th))
+        tw_max = max_width(round_up(th, w))
         if tw_max < 2 * w or tw_max <= overlap:
             continue
-        tw = width if tw_max >= pad(width) else tw_max
+        tw = width if tw_max >= round_up(width, w) else tw_max
         xs = tile_spans(width, tw, overlap, w)
-        area = sum(pad(b - a) for a, b in ys) * sum(pad(b - a) for a, b in xs)
+        area = sum(round_up(b - a, w) for a, b in ys) * sum(round_up(b - a, w) for a, b in xs)
         key = (area, len(ys) * len(xs))
         if best is None or key < best:
             best = key

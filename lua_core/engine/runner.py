@@ -7,8 +7,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ..model.network import Chunks, LUANet, pad_to_multiple
-from .errors import UpscaleCancelled
+from ..errors import UpscaleCancelled
+from ..model.network import Chunks, LUANet, pad_to_multiple, round_up
 from .memory import auto_tile_size, bytes_per_pixel, chunk_plan, plan_memory
 from .tiling import count_tiles, run_tiled
 
@@ -50,7 +50,7 @@ def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int
                memory_budget: Optional[int]) -> TilePlan:
     """Resolve the user's tiling options against the model and input size.
 
-    Automatic mode (``tile_size`` None): one plain pass when it fits the memory
+    Automatic mode (``tile_size`` 0 or None): one plain pass when it fits the memory
     budget; else one chunked pass (windows and head rows in bands: same numbers, about
     the same time) when that fits; only else spatial tiles, the grid computing the
     fewest pixels that fits (tiles as large as the budget allows, possibly
@@ -64,15 +64,16 @@ def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int
         raise ValueError(f"tile_overlap must be >= 0, got {overlap}")
     tile_w: Optional[int] = None
     chunks: Optional[Chunks] = None
-    if tile_size is None:
+    if tile_size is not None and tile_size < 0:
+        raise ValueError(f"tile_size must be >= 0 (0 = automatic), got {tile_size}")
+    automatic = not tile_size
+    if automatic:
         tile, tile_w, chunks = plan_memory(cfg, scale, 1, h, wd, x.dtype, memory_budget, x.device,
                                            w if overlap is None else int(overlap))
         if overlap is None:
             overlap = w if tile else 0
-    elif tile_size < 0:
-        raise ValueError(f"tile_size must be >= 0 (0 = no tiling), got {tile_size}")
     else:
-        tile = -(-int(tile_size) // w) * w if tile_size else 0
+        tile = round_up(int(tile_size), w)
     if tile and tile >= h and (tile_w or tile) >= wd:
         tile, tile_w = 0, None
     if tile_w == tile:
@@ -84,7 +85,7 @@ def plan_tiles(net: LUANet, x: torch.Tensor, scale: int, tile_size: Optional[int
     else:
         tile_w = None
     chunk = b
-    if tile or tile_size is None:
+    if tile or automatic:
         # several tiles' (or chunked passes') worth of memory never go to one pass: split the batch too
         chunk = 1 if (tile or chunks) else max(1, min(b, _batch_that_fits(net, x, scale, memory_budget)))
     return TilePlan(tile, int(overlap), chunk, tile_w, chunks)
@@ -103,8 +104,8 @@ def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional
                 progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> torch.Tensor:
     """``(B, C, H, W)`` model-layout latent -> ``(B, C, H*scale, W*scale)`` with head ``x{scale}``.
 
-    ``tile_size`` None picks a plain pass, a chunked pass or tiles from a memory
-    estimate (see :func:`plan_tiles`), 0 disables tiling.  On an out-of-memory error
+    ``tile_size`` 0 (or None) picks a plain pass, a chunked pass or tiles from a memory
+    estimate (see :func:`plan_tiles`); a positive size gives tiles of that size.  On an out-of-memory error
     the batch is split, then a plain pass turns chunked (with the chunks that fit a
     quarter of its estimated peak), then the tile size is halved (down to two
     windows), and the run restarts.
@@ -143,7 +144,7 @@ def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress:
              cancel: Optional[CancelFn]) -> torch.Tensor:
     b, _, h, w = x.shape
     window = net.config.window_size
-    ph, pw = -(-h // window) * window, -(-w // window) * window
+    ph, pw = round_up(h, window), round_up(w, window)
     per_chunk = count_tiles(ph, pw, plan.shape, plan.overlap, window) if plan.tile else 1
     chunks = range(0, b, plan.batch_chunk)
     total = per_chunk * len(chunks)

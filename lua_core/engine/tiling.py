@@ -10,9 +10,11 @@ even plan uses three 56-px tiles (1.72x) and never more pixels than the old one.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Union
+from typing import Callable, Union
 
 import torch
+
+from ..model.network import round_up
 
 TileSize = Union[int, tuple[int, int]]
 
@@ -30,23 +32,10 @@ def tile_spans(length: int, tile: int, overlap: int, multiple: int = 1) -> list[
     n = 1 + -(-(length - tile) // step)
     ov = tile - step
     size = -(-(length + (n - 1) * ov) // n)
-    size = min(tile, -(-size // multiple) * multiple)
+    size = min(tile, round_up(size, multiple))
     free = length - size
     starts = [(i * free + (n - 1) // 2) // (n - 1) for i in range(n)]
     return [(s, s + size) for s in starts]
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of full ``tile``-long tiles covering ``[0, length)`` with >= ``overlap``, evenly spaced.
-
-    Same tile count as :func:`tile_spans`; the engine itself runs the shrunk tiles of
-    :func:`tile_spans`.
-    """
-    if tile >= length:
-        return [0]
-    n = len(tile_spans(length, tile, overlap))
-    free = length - tile
-    return [(i * free + (n - 1) // 2) // (n - 1) for i in range(n)]
 
 
 def pixel_overhead(height: int, width: int, tile: TileSize, overlap: int, multiple: int = 1) -> float:
@@ -69,15 +58,6 @@ def feather_ramp(size: int, lead: int, trail: int, device: torch.device) -> torc
 
 def _pair(tile: TileSize) -> tuple[int, int]:
     return (int(tile[0]), int(tile[1])) if isinstance(tile, (tuple, list)) else (int(tile), int(tile))
-
-
-def iter_tiles(height: int, width: int, tile: TileSize, overlap: int,
-               multiple: int = 1) -> Iterator[tuple[int, int, int, int]]:
-    """Yield ``(y0, y1, x0, x1)`` for every tile, row by row (``tile`` may be ``(tile_h, tile_w)``)."""
-    th, tw = _pair(tile)
-    for y0, y1 in tile_spans(height, th, overlap, multiple):
-        for x0, x1 in tile_spans(width, tw, overlap, multiple):
-            yield y0, y1, x0, x1
 
 
 def count_tiles(height: int, width: int, tile: TileSize, overlap: int, multiple: int = 1) -> int:

@@ -1,7 +1,7 @@
-"""Evaluation harness (issue 4): LUA versus ComfyUI's latent upscales and pixel resizes, per family.
+"""Evaluation harness: LUA versus ComfyUI's latent upscales and pixel resizes, per family.
 
 ``python -m lua_core.eval`` (CLI) or :func:`evaluate` (API).  Pixel metrics need only torch; LPIPS and
-DISTS need the weights converted by ``python -m lua_core.eval.fetch_perceptual`` and are reported as
+DISTS need the weights converted by ``python -m lua_core.metrics.fetch`` and are reported as
 unavailable without them.
 """
 from .harness import evaluate, resolve_checkpoint

@@ -1,6 +1,6 @@
 """``evaluate()``: run every path over an image folder for one family and checkpoint, collect metrics and times.
 
-Images: ``count`` files spread evenly over the sorted folder (``train.validate.pick_val_images``), each
+Images: ``count`` files spread evenly over the sorted folder (``photo_sets.pick_val_images``), each
 centre-cropped to ``crop`` px (short sides below ``crop`` are first enlarged, bicubic).  Metrics are means
 over images; stage times are medians over images.
 """
@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -18,15 +19,17 @@ import torch
 
 from ..api import LUAModel, load_model
 from ..checkpoints.manifest import file_sha256
-from ..families import get_family
-from ..tae import load_tae, shared_dir
-from ..train.data import load_image
-from ..train.validate import center_crop, pick_val_images, spread
-from . import metrics as M
-from .perceptual import FETCH_COMMAND, PERCEPTUAL_NAMES, load_perceptual
-from .pipeline import CEILING, LABELS, LUA, STAGES, PathRunner, PathResult, nearest_to
+from ..families import LatentFamily, get_family
+from ..images import center_crop, load_image
+from ..locations import REPO_ROOT as REPO
+from ..locations import shared_dir
+from ..metrics import pixel as M
+from ..metrics.perceptual import FETCH_COMMAND, PERCEPTUAL_NAMES, load_perceptual
+from ..photo_sets import holdout_photos, pick_val_images, spread
+from ..tae import load_tae
+from .pipeline import CEILING, LABELS, LUA, STAGES, PathResult, PathRunner, nearest_to
+from .report import write_reports
 
-REPO = Path(__file__).resolve().parents[2]
 PIXEL_METRICS = ("psnr", "ssim", "lapvar")
 TIME_KEYS = tuple(f"{st}_ms" for st in STAGES)
 PICTURE_COLUMNS = (("base", "base decode"), ("latent_bicubic", "latent bicubic"),
@@ -105,39 +108,24 @@ class _Picture:
         self.pending = {}
 
 
-def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel, None] = None,
-             images_dir: Union[str, Path, None] = None, scales: Sequence[int] = (2, 4), crop: int = 256,
-             count: int = 12, *, out_dir: Union[str, Path, None] = None, perceptual: bool = True,
-             device: Union[str, torch.device] = "cpu", metrics_root: Union[str, Path, None] = None,
-             tae: Any = None, log: Optional[Callable[[str], None]] = None,
-             only_paths: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Evaluate LUA and the baselines; returns the JSON-able result (and writes the reports to ``out_dir``).
+def _open_checkpoint(checkpoint: Union[str, Path, LUAModel], family: Optional[str],
+                     dev: torch.device) -> tuple[LUAModel, dict[str, Any]]:
+    """The adapter to evaluate on ``dev`` and what the report says about its file."""
+    if isinstance(checkpoint, LUAModel):
+        model = checkpoint
+    else:
+        model = load_model(resolve_checkpoint(checkpoint), device=dev, dtype="fp32", family=family)
+    model.to(dev)
+    info = {"name": model.path.name if model.path else "in-memory model", "description": model.describe(),
+            "path": _rel(model.path) if model.path else None,
+            "sha256": file_sha256(model.path) if model.path else None, "scales": list(model.scales)}
+    if family is not None and get_family(family).name != model.family.name:
+        raise ValueError(f"the checkpoint is a {model.family.name} adapter, not {family}")
+    return model, info
 
-    ``checkpoint``: a path, a manifest name, a loaded :class:`LUAModel`, or None (baselines only; then
-    ``family`` is required).  ``family`` defaults to the checkpoint's; ``{family}`` in ``out_dir`` is replaced.  ``tae`` overrides the decoder
-    (default: the family's tiny autoencoder).  ``perceptual=False`` skips LPIPS/DISTS; ``only_paths``
-    limits the paths run (the ceiling is always part of the report when listed).
-    """
-    t_start = time.perf_counter()
-    say = log or (lambda _msg: None)
-    dev = torch.device(device)
-    model: Optional[LUAModel] = None
-    ckpt_info: Optional[dict[str, Any]] = None
-    if checkpoint is not None:
-        if isinstance(checkpoint, LUAModel):
-            model = checkpoint
-        else:
-            path = resolve_checkpoint(checkpoint)
-            model = load_model(path, device=dev, dtype="fp32", family=family)
-        model.to(dev)
-        ckpt_info = {"name": model.path.name if model.path else "in-memory model", "description": model.describe(),
-                     "path": _rel(model.path) if model.path else None,
-                     "sha256": file_sha256(model.path) if model.path else None, "scales": list(model.scales)}
-        if family is not None and get_family(family).name != model.family.name:
-            raise ValueError(f"the checkpoint is a {model.family.name} adapter, not {family}")
-    if family is None and model is None:
-        raise ValueError("pass a family when evaluating without a checkpoint")
-    fam = model.family if model is not None else get_family(family)  # type: ignore[arg-type]
+
+def _check_request(fam: LatentFamily, model: Optional[LUAModel], scales: Sequence[int], crop: int) -> tuple[int, ...]:
+    """The scales as integers, after checking them and the crop against the family and the adapter."""
     scales = tuple(int(s) for s in scales)
     if not scales or any(s < 2 for s in scales):
         raise ValueError(f"scales must be integers >= 2, got {scales}")
@@ -147,59 +135,75 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     if crop <= 0 or crop % unit:
         raise ValueError(f"crop must be a positive multiple of {unit} px for {fam.label} at x{max(scales)} "
                          f"(the LR crop must be whole latent cells), got {crop}")
+    return scales
+
+
+def _pick_images(images_dir: Union[str, Path, None], count: int) -> tuple[Path, list[Path]]:
+    """``(folder, files)``: ``count`` images of a folder, or of the held-out photographs (:data:`HOLDOUT`)."""
     if str(images_dir) == HOLDOUT:
-        from ..train.photos import holdout_photos
-
-        held = holdout_photos(shared_dir() / "data" / "train")
-        files = spread(held, count)
         folder = shared_dir() / "data" / "train"
-    else:
-        folder = Path(images_dir) if images_dir is not None else default_images_dir()
-        files = pick_val_images(folder, count)
+        return folder, spread(holdout_photos(folder), count)
+    folder = Path(images_dir) if images_dir is not None else default_images_dir()
+    return folder, pick_val_images(folder, count)
 
-    ae = tae if tae is not None else load_tae(fam, device=dev)
-    decoder_name = getattr(ae, "name", type(ae).__name__)
-    runner = PathRunner(ae, fam, model, dev)
-    paths = runner.paths() if only_paths is None else tuple(p for p in runner.paths() if p in only_paths)
-    nets, unavailable = load_perceptual(dev, metrics_root) if perceptual else ({}, {
-        n: "not computed (--no-perceptual)" for n in PERCEPTUAL_NAMES})
-    metric_names = PIXEL_METRICS + tuple(n for n in PERCEPTUAL_NAMES if n in nets)
-    say(f"{fam.label}: {len(files)} images, crop {crop}, scales {list(scales)}, paths {', '.join(paths)}; "
-        f"perceptual: {', '.join(nets) or 'none'}")
 
-    per_image: dict[str, dict[str, dict[str, list]]] = {
-        f"x{s}": {p: {m: [] for m in metric_names + TIME_KEYS} for p in paths} for s in scales}
-    hr_lapvar: list[float] = []
-    picture = _Picture()
+class _Scorer:
+    """Pixel metrics, the loaded perceptual metrics and the stage times of one path's result."""
 
-    def score(result: PathResult, hr: torch.Tensor, refs: dict[str, Any]) -> dict[str, float]:
+    def __init__(self, nets: dict[str, Any]) -> None:
+        self.nets = nets
+        self.metric_names = PIXEL_METRICS + tuple(n for n in PERCEPTUAL_NAMES if n in nets)
+
+    def references(self, hr: torch.Tensor) -> dict[str, Any]:
+        with torch.inference_mode():
+            return {name: net.reference(hr) for name, net in self.nets.items()}
+
+    def __call__(self, result: PathResult, hr: torch.Tensor, refs: dict[str, Any]) -> dict[str, float]:
         img = result.image
         row = {"psnr": M.psnr(img, hr), "ssim": M.ssim(img, hr), "lapvar": M.laplacian_variance(img)}
         with torch.inference_mode():
-            for name, net in nets.items():
+            for name, net in self.nets.items():
                 row[name] = float(net.distance(img, refs[name])[0])
         row.update({f"{k}_ms": v * 1000.0 for k, v in result.times.items()})
         return row
 
+
+@dataclass
+class _Measurements:
+    """Per-image rows (``per_image[x{s}][path][metric]``), the HR sharpness and the picture's tiles."""
+
+    per_image: dict[str, dict[str, dict[str, list]]]
+    hr_lapvar: list[float] = field(default_factory=list)
+    picture: _Picture = field(default_factory=_Picture)
+
+
+def _measure(files: Sequence[Path], crop: int, scales: tuple[int, ...], paths: tuple[str, ...], runner: PathRunner,
+             scorer: _Scorer, dev: torch.device, say: Callable[[str], None]) -> _Measurements:
+    """Run every path on every image at every scale and score it."""
+    keys = scorer.metric_names + TIME_KEYS
+    got = _Measurements({f"x{s}": {p: {m: [] for m in keys} for p in paths} for s in scales})
     for i, f in enumerate(files):
         hr = center_crop(load_image(f, crop), crop)[None].to(dev)
-        with torch.inference_mode():
-            refs = {name: net.reference(hr) for name, net in nets.items()}
-        hr_lapvar.append(M.laplacian_variance(hr))
-        ceiling_row = score(runner.ceiling(hr), hr, refs)
+        refs = scorer.references(hr)
+        got.hr_lapvar.append(M.laplacian_variance(hr))
+        ceiling_row = scorer(runner.ceiling(hr), hr, refs)
         for s in scales:
             outs, base = runner.run(hr, s, paths)
-            rows = {CEILING: ceiling_row, **{p: score(r, hr, refs) for p, r in outs.items()}}
+            rows = {CEILING: ceiling_row, **{p: scorer(r, hr, refs) for p, r in outs.items()}}
             for p in paths:
                 for k, v in rows[p].items():
-                    per_image[f"x{s}"][p][k].append(v)
-            picture.offer(s, hr, base, outs)
-        picture.commit(f.name, hr_lapvar[-1])
-        msg = "; ".join(f"x{s} " + ", ".join(f"{p} {per_image[f'x{s}'][p]['psnr'][-1]:.2f}"
+                    got.per_image[f"x{s}"][p][k].append(v)
+            got.picture.offer(s, hr, base, outs)
+        got.picture.commit(f.name, got.hr_lapvar[-1])
+        msg = "; ".join(f"x{s} " + ", ".join(f"{p} {got.per_image[f'x{s}'][p]['psnr'][-1]:.2f}"
                                              for p in (LUA, "latent_bicubic", "pixel_bicubic") if p in paths)
                         for s in scales)
         say(f"[{i + 1}/{len(files)}] {f.name}: PSNR {msg}")
+    return got
 
+
+def _summarise(per_image: dict[str, dict[str, dict[str, list]]], metric_names: Sequence[str]) -> dict[str, Any]:
+    """Means of the metrics and medians of the stage times, per scale and path."""
     results: dict[str, Any] = {}
     for key, by_path in per_image.items():
         results[key] = {}
@@ -208,31 +212,64 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
             entry["time_ms"] = {st: _median(vals[f"{st}_ms"]) for st in STAGES}
             entry["time_ms"]["total"] = _median([sum(t) for t in zip(*(vals[k] for k in TIME_KEYS))])
             results[key][p] = entry
+    return results
 
-    metric_status = {m: "ok" for m in metric_names}
-    for name, why in unavailable.items():
-        metric_status[name] = why
+
+def _environment(dev: torch.device) -> dict[str, Any]:
+    return {"torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "machine": platform.machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel, None] = None,
+             images_dir: Union[str, Path, None] = None, scales: Sequence[int] = (2, 4), crop: int = 256,
+             count: int = 12, *, out_dir: Union[str, Path, None] = None, perceptual: bool = True,
+             device: Union[str, torch.device] = "cpu", metrics_root: Union[str, Path, None] = None,
+             tae: Any = None, log: Optional[Callable[[str], None]] = None,
+             only_paths: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Evaluate LUA and the baselines; returns the JSON-able result (and writes the reports to ``out_dir``).
+
+    ``checkpoint``: a path, a manifest name, a loaded :class:`LUAModel`, or None (baselines only; then
+    ``family`` is required).  ``family`` defaults to the checkpoint's; ``{family}`` in ``out_dir`` is replaced.
+    ``tae`` overrides the decoder (default: the family's tiny autoencoder).  ``perceptual=False`` skips
+    LPIPS/DISTS; ``only_paths`` limits the paths run (the ceiling is always part of the report when listed).
+    """
+    t_start = time.perf_counter()
+    say = log or (lambda _msg: None)
+    dev = torch.device(device)
+    model, ckpt_info = _open_checkpoint(checkpoint, family, dev) if checkpoint is not None else (None, None)
+    if family is None and model is None:
+        raise ValueError("pass a family when evaluating without a checkpoint")
+    fam = model.family if model is not None else get_family(family)  # type: ignore[arg-type]
+    scales = _check_request(fam, model, scales, crop)
+    folder, files = _pick_images(images_dir, count)
+    ae = tae if tae is not None else load_tae(fam, device=dev)
+    runner = PathRunner(ae, fam, model, dev)
+    paths = runner.paths() if only_paths is None else tuple(p for p in runner.paths() if p in only_paths)
+    nets, unavailable = load_perceptual(dev, metrics_root) if perceptual else ({}, {
+        n: "not computed (--no-perceptual)" for n in PERCEPTUAL_NAMES})
+    scorer = _Scorer(nets)
+    say(f"{fam.label}: {len(files)} images, crop {crop}, scales {list(scales)}, paths {', '.join(paths)}; "
+        f"perceptual: {', '.join(nets) or 'none'}")
+    got = _measure(files, crop, scales, paths, runner, scorer, dev, say)
+    decoder_name = getattr(ae, "name", type(ae).__name__)
     result: dict[str, Any] = {
         "family": fam.name, "family_label": fam.label, "checkpoint": ckpt_info,
         "decoder": f"{decoder_name} (tiny autoencoder)" if tae is None else decoder_name,
         "images": {"dir": _rel(folder), "count": len(files), "names": [str(p.relative_to(folder)) for p in files],
                    "crop": crop},
         "scales": list(scales), "paths": list(paths), "labels": {p: LABELS[p] for p in paths},
-        "metrics": metric_status, "fetch_command": FETCH_COMMAND,
-        "hr_lapvar": _mean(hr_lapvar),
-        "results": results,
-        "per_image": per_image,
-        "picture": {"image": picture.name, "columns": [c for c, _ in PICTURE_COLUMNS if c != LUA or model]},
-        "environment": {"torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
-                        "python": platform.python_version(), "machine": platform.machine(),
-                        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
+        "metrics": {**{m: "ok" for m in scorer.metric_names}, **unavailable}, "fetch_command": FETCH_COMMAND,
+        "hr_lapvar": _mean(got.hr_lapvar),
+        "results": _summarise(got.per_image, scorer.metric_names),
+        "per_image": got.per_image,
+        "picture": {"image": got.picture.name, "columns": [c for c, _ in PICTURE_COLUMNS if c != LUA or model]},
+        "environment": _environment(dev),
     }
     result["wall_time_s"] = round(time.perf_counter() - t_start, 2)
     if out_dir is not None:
-        from .report import write_reports
-
         out = Path(str(out_dir).replace("{family}", fam.name))
-        written = write_reports(result, out, picture.rows)
+        written = write_reports(result, out, got.picture.rows)
         result["out_dir"] = str(out)
         say("wrote " + ", ".join(str(p) for p in written))
     return result

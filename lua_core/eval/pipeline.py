@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..api import LUAModel, upscale
 from ..families import LatentFamily
-from ..train.data import bicubic_down
+from ..images import bicubic_down
 from .baselines import LATENT_METHODS, PIXEL_METHODS, latent_upscale, pixel_upscale
 
 CEILING = "vae_ceiling"

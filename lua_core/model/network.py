@@ -134,6 +134,11 @@ class UpscaleHead(nn.Module):
                 del t
 
 
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (a side padded to whole windows)."""
+    return -(-n // multiple) * multiple
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom/right to a multiple of ``multiple``: reflect where the size allows, replicate beyond."""
     h, w = x.shape[-2:]

@@ -36,6 +36,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 MASK_FILL = -100.0
@@ -53,20 +54,17 @@ def relative_position_index(window: int) -> torch.Tensor:
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """``(B, H, W, C)`` -> ``(B, nW, window*window, C)``; H and W must be multiples of window."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window, window, w // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
+    return rearrange(x, "b (nh wh) (nw ww) c -> b (nh nw) (wh ww) c", wh=window, ww=window)
 
 
 def window_merge(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`."""
-    b, _, _, c = windows.shape
-    x = windows.view(b, h // window, w // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    return rearrange(windows, "b (nh nw) (wh ww) c -> b (nh wh) (nw ww) c", nh=h // window, wh=window)
 
 
-def build_shift_mask(h: int, w: int, window: int, shift: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Additive mask ``(nW, N, N)`` that stops attention across the wrap-around of a cyclic shift."""
+def build_shift_mask(h: int, w: int, window: int, shift: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Additive mask ``(nW, N, N)`` that stops attention across the wrap-around of a cyclic shift
+    (on ``device``, or the default device: the meta device when a build is only being priced)."""
     labels = torch.zeros(1, h, w, 1, device=device)
     region = 0
     bounds = ((0, h - window), (h - window, h - shift), (h - shift, h))
@@ -219,7 +217,7 @@ class WindowAttention(nn.Module):
         """
         nwin, n, c = windows.shape
         heads = self.num_heads
-        qkv = self.qkv(windows).view(nwin, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        qkv = rearrange(self.qkv(windows), "w n (k h d) -> k w h n d", k=3, h=heads)
         q, k, v = qkv.unbind(0)  # each (W, heads, N, hd), strided views: no copy
         bias = self.position_bias(windows.dtype).unsqueeze(0)  # (1, heads, N, N)
         outs = []
@@ -241,15 +239,13 @@ class WindowAttention(nn.Module):
         call with the mask broadcast over the batch, which keeps memory flat for big
         training batches and lets the bias table receive its gradient.
         """
-        b, nw, n, c = x.shape
-        hd = c // self.num_heads
-        qkv = self.qkv(x).view(b, nw, n, 3, self.num_heads, hd).permute(3, 0, 1, 4, 2, 5)
+        qkv = rearrange(self.qkv(x), "b w n (k h d) -> k b w h n d", k=3, h=self.num_heads)
         q, k, v = qkv.unbind(0)  # each (B, nW, heads, N, hd)
         mask = self.position_bias(x.dtype)
         if shift_mask is not None:
             mask = mask.unsqueeze(0) + shift_mask.unsqueeze(1)  # (nW, heads, N, N)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.transpose(2, 3).reshape(b, nw, n, c)
+        out = rearrange(out, "b w h n d -> b w n (h d)")
         return self.proj(out)
 
 

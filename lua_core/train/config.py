@@ -14,24 +14,14 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..families import LatentFamily, get_family
+from ..locations import cache_dir, expand_path
 from ..model.config import LUAConfig, preset
-from ..tae import shared_dir
 from .vae_backends import VAEConfig
-
-REPO = Path(__file__).resolve().parent.parent.parent
 
 LOSS_TERMS = ("latent_l1", "latent_fft", "teacher_l1", "teacher_fft", "pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft",
               "eagle", "lpips")
 TEACHER_TERMS = ("teacher_l1", "teacher_fft")
 PIXEL_TERMS = ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle", "lpips")
-
-
-def expand_path(text: Optional[str]) -> Optional[Path]:
-    """Expand ``${shared}``/``${repo}``/``~`` in a path string."""
-    if text is None:
-        return None
-    text = str(text).replace("${shared}", str(shared_dir())).replace("${repo}", str(REPO))
-    return Path(text).expanduser()
 
 
 @dataclass
@@ -159,7 +149,7 @@ class TrainConfig:
         return cfg.replace(**overrides) if overrides else cfg
 
     def out_dir(self) -> Path:
-        return expand_path(self.checkpoint.out_dir) or REPO / ".cache" / "train_runs" / self.name
+        return expand_path(self.checkpoint.out_dir) or cache_dir() / "train_runs" / self.name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -56,14 +56,3 @@ def mean_scalar(value: float, info: DistInfo, device: Optional[torch.device] = N
     t = torch.tensor([value], dtype=torch.float64, device=device or "cpu")
     dist.all_reduce(t)
     return float(t.item()) / info.world_size
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside DDP / ``torch.compile`` wrappers."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -29,15 +28,19 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoints.export import save_checkpoint
-from ..checkpoints.formats import config_from_metadata, infer_config, load_into, read_checkpoint
+from ..checkpoints.formats import config_from_metadata, load_into, read_checkpoint
 from ..families import get_family
+from ..images import bicubic_down, center_crop, load_image
+from ..locations import shared_dir
+from ..metrics.perceptual import LPIPS
+from ..metrics.pixel import psnr
+from ..model.detect import infer_config
 from ..model.network import LUANet
-from ..tae import load_tae, psnr, shared_dir
-from .data import bicubic_down
+from ..photo_sets import holdout_photos, pick_val_images, spread, training_photos
+from ..tae import load_tae
 from .ema import EMA
 from .losses import fft_l1
-from .photos import PhotoPool, holdout_photos, training_photos
-from .validate import center_crop, pick_val_images, spread
+from .photos import PhotoPool
 
 
 @dataclass
@@ -51,6 +54,7 @@ class FinetuneConfig:
     l1: float = 10.0
     fft: float = 1.0
     lpips: float = 0.3
+    lpips_x2: Optional[float] = None  # LPIPS weight of the x2 head when it differs from ``lpips``
     gain_init: float = 0.1
     lr_sizes_x2: tuple[int, ...] = (16, 20)
     lr_sizes_x4: tuple[int, ...] = (8, 10)
@@ -65,6 +69,13 @@ class FinetuneConfig:
     seed: int = 0
     train_dir: str = ""
     val_dir: str = ""
+
+
+def lpips_weight(cfg: FinetuneConfig, scale: int) -> float:
+    """The LPIPS weight of one head: ``lpips_x2`` for the x2 head when set, else ``lpips``."""
+    if scale == 2 and cfg.lpips_x2 is not None:
+        return cfg.lpips_x2
+    return cfg.lpips
 
 
 def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dict[str, Any]]:
@@ -96,8 +107,7 @@ class Validator:
     """Fixed centre crops of two image sets; pixel-bicubic baselines computed once."""
 
     def __init__(self, tae, sets: dict[str, Sequence[Path]], crop: int, scales: Sequence[int]) -> None:
-        from ..eval.perceptual import load_perceptual
-        from .data import load_image
+        from ..metrics.perceptual import load_perceptual
 
         self.tae, self.scales = tae, tuple(scales)
         self.metrics, _ = load_perceptual("cpu")
@@ -180,9 +190,7 @@ class Finetuner:
         val_sets = {"holdout": spread(holdout_photos(train_dir), cfg.val_images),
                     "val": pick_val_images(val_dir, cfg.val_images)}
         self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales)
-        from ..eval.perceptual import LPIPS
-
-        self.lpips = LPIPS("alex") if cfg.lpips else None
+        self.lpips = LPIPS("alex") if cfg.lpips or cfg.lpips_x2 else None
         self._stop = False
 
     def log(self, record: dict[str, Any]) -> None:
@@ -207,7 +215,8 @@ class Finetuner:
         terms = {"l1": (img - ref).abs().mean(), "fft": fft_l1(img, ref)}
         if self.lpips is not None:
             terms["lpips"] = self.lpips(img, ref).mean()
-        loss = sum(getattr(cfg, k) * v for k, v in terms.items())
+        weights = {"l1": cfg.l1, "fft": cfg.fft, "lpips": lpips_weight(cfg, scale)}
+        loss = sum(weights[k] * v for k, v in terms.items())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)

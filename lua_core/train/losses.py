@@ -123,7 +123,7 @@ def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat:
     Latents are compared in whatever space the caller passes (the trainer uses
     the normalised space by default).  Image terms need ``pred_img``/``target_img``;
     ``teacher_*`` terms need ``teacher_lat`` (see :mod:`.teacher`); ``lpips`` needs ``lpips_fn``
-    (``lua_core.eval.perceptual.LPIPS``: frozen AlexNet LPIPS, differentiable in its first input).
+    (``lua_core.metrics.perceptual.LPIPS``: frozen AlexNet LPIPS, differentiable in its first input).
     """
     terms: dict[str, torch.Tensor] = {}
     w = {k: float(v) for k, v in weights.items() if v}
@@ -153,7 +153,7 @@ def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat:
             terms["eagle"] = eagle_loss(pred_img, target_img, eagle_patch, eagle_cutoff)
         if "lpips" in w:
             if lpips_fn is None:
-                raise ValueError("the lpips loss term needs the LPIPS network (run `python -m lua_core.eval.fetch_perceptual`)")
+                raise ValueError("the lpips loss term needs the LPIPS network (run `python -m lua_core.metrics.fetch`)")
             terms["lpips"] = lpips_fn(pred_img, target_img).mean()
     total = sum(w[k] * v for k, v in terms.items())
     if not terms:

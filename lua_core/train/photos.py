@@ -1,12 +1,10 @@
-"""Training photographs held in memory, fresh random crops on every draw, and the held-out split.
+"""Training photographs held in memory, with fresh random crops on every draw.
 
-The held-out set is a fixed part of the clean photographs of the training folder (SUN and
-ImageNet: smooth regions where pixel bicubic is strong and an adapter's blotches show);
-``training_photos`` leaves it out, ``holdout_photos`` is what the evaluation reports on.
+Which photographs (the training folder minus the fixed held-out set) is decided by
+:mod:`lua_core.photo_sets`.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Optional, Sequence
@@ -14,38 +12,6 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from .data import list_images
-
-# Held out: every 5th SUN scene, and every other ImageNet photograph whose short side is >= 512 px
-# (so 512 px evaluation crops are real pixels, not an upscale).
-HOLDOUT_FOLDERS = {"sun_hays80": 5, "imagenet_sample": 2}
-HOLDOUT_MIN_SIDE = 512
-
-
-def _short_side(path: Path) -> int:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return min(im.size)
-
-
-def holdout_photos(train_dir: str | os.PathLike) -> list[Path]:
-    """The fixed held-out photographs of a training folder (sorted; never trained on)."""
-    root = Path(train_dir)
-    picked: list[Path] = []
-    for folder, every in HOLDOUT_FOLDERS.items():
-        if not (root / folder).is_dir():
-            continue
-        large = [p for p in list_images(root / folder) if _short_side(p) >= HOLDOUT_MIN_SIDE]
-        picked += large[::every]
-    return sorted(picked)
-
-
-def training_photos(train_dir: str | os.PathLike) -> list[Path]:
-    """Every photograph of the training folder except the held-out ones."""
-    held = set(holdout_photos(train_dir))
-    return [p for p in list_images(train_dir) if p not in held]
 
 
 class PhotoPool:

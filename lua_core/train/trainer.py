@@ -14,22 +14,25 @@ from torch import nn
 
 from ..api import resolve_device
 from ..checkpoints.export import save_checkpoint
-from ..checkpoints.formats import config_from_metadata, infer_config, is_recomputable, read_checkpoint
+from ..checkpoints.formats import config_from_metadata, is_recomputable, read_checkpoint
+from ..dtypes import dtype_from_name
+from ..images import bicubic_down, list_images
+from ..locations import expand_path
+from ..model.detect import infer_config
 from ..model.network import LUANet
+from ..photo_sets import pick_val_images
 from . import ddp
-from .config import TrainConfig, expand_path
-from .data import (LatentCache, PairMaker, SampleSource, progress_bar, batch_indices, bicubic_down, list_images, rank_slice,
-                   sample_generator, subcrop)
+from .config import TrainConfig
+from .data import LatentCache, PairMaker, SampleSource, batch_indices, progress_bar, rank_slice, sample_generator, subcrop
 from .ema import EMA
 from .losses import stage_loss
-from .teacher import cached_teacher_latents, teacher_latents
 from .metrics import MetricsLog, plot_losses
 from .schedule import choose_heads, make_optimizer
-from .validate import Validator, pick_val_images
+from .teacher import cached_teacher_latents, teacher_latents
 from .vae_backends import VAEBackend, load_vae
+from .validate import Validator
 
 STATE_VERSION = 1
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 class Heads(nn.Module):
@@ -273,9 +276,9 @@ class Trainer:
         return rec
 
     def lpips_network(self) -> nn.Module:
-        """The frozen AlexNet LPIPS for the ``lpips`` loss term (weights from ``fetch_perceptual``), built once."""
+        """The frozen AlexNet LPIPS for the ``lpips`` loss term (weights from ``lua_core.metrics.fetch``), built once."""
         if getattr(self, "_lpips", None) is None:
-            from ..eval.perceptual import LPIPS, MetricUnavailable
+            from ..metrics.perceptual import LPIPS, MetricUnavailable
 
             try:
                 self._lpips = LPIPS("alex").to(self.device)
@@ -448,7 +451,7 @@ class Trainer:
         name = cfg.checkpoint.export or f"{cfg.name}.safetensors"
         path = Path(path) if path else self.out / name
         out = save_checkpoint(self.ema.model, path, self.fam.name, training=training,
-                              dtype=DTYPES[cfg.checkpoint.export_dtype])
+                              dtype=dtype_from_name(cfg.checkpoint.export_dtype))
         self.log(f"exported EMA weights to {out}")
         return out
 

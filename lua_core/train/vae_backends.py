@@ -20,9 +20,8 @@ Backends (``data.vae`` in a training config, see :class:`VAEConfig`):
     a VAE file (``.safetensors``/``.pt``/``.ckpt``; also a full checkpoint with a
     ``first_stage_model.``/``vae.`` prefix, or a diffusers-format VAE file) loaded by
     ComfyUI's own code (``comfy.utils.load_torch_file`` + ``comfy.sd.VAE``), encoded/decoded
-    through its ``first_stage_model``.  The ComfyUI tree is ``comfyui_dir``,
-    ``$LUA_COMFYUI_DIR``, an importable ``comfy`` package, or the one
-    ``scripts/setup_comfyui.sh`` provisions at ``.cache/comfyui/ComfyUI``.
+    through its ``first_stage_model``.  ComfyUI must be importable: run from its environment
+    (``scripts/setup_comfyui.sh`` provisions one at ``.cache/comfyui/ComfyUI``).
 ``diffusers``
     ``diffusers.AutoencoderKL`` (``AutoencoderKLFlux2`` for FLUX.2) from a local diffusers
     folder (``from_pretrained``; a pipeline folder uses its ``vae`` subfolder) or a single
@@ -31,11 +30,9 @@ Backends (``data.vae`` in a training config, see :class:`VAEConfig`):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.util
 import logging
-import os
 import sys
 import types
 from dataclasses import dataclass, fields
@@ -45,19 +42,16 @@ from typing import Any, Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from ..checkpoints.manifest import file_sha256
+from ..dtypes import DTYPES, dtype_name
+from ..errors import ComfyUINotFound
 from ..families import LatentFamily, get_family
-from ..tae import TinyAutoencoder, load_tae, shared_dir, tae_files
-
-REPO = Path(__file__).resolve().parent.parent.parent
-DEFAULT_COMFYUI_DIR = REPO / ".cache" / "comfyui" / "ComfyUI"
+from ..locations import expand_path, shared_dir
+from ..tae import TinyAutoencoder, load_tae, tae_files
 
 VAE_BACKENDS = ("tae", "comfy", "diffusers")
-VAE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HASH_MODES = ("stat", "sha256")
 
-
-class ComfyUINotFound(ImportError):
-    """No ComfyUI tree could be found or imported."""
 
 
 @dataclass
@@ -70,8 +64,7 @@ class VAEConfig:
     (``fp32``/``fp16``/``bf16``).  ``hash``: how the file enters the latent-cache key:
     ``stat`` (absolute path, size, mtime; cheap) or ``sha256`` (content, independent of
     where the file lies).  ``subfolder``: diffusers only (e.g. ``vae`` of a pipeline folder;
-    found automatically when omitted).  ``comfyui_dir``: comfy only, the ComfyUI tree to
-    import (default ``$LUA_COMFYUI_DIR``, an importable ``comfy``, or ``.cache/comfyui/ComfyUI``).
+    found automatically when omitted).
     """
 
     backend: str = "tae"
@@ -79,22 +72,19 @@ class VAEConfig:
     dtype: str = "fp32"
     hash: str = "stat"
     subfolder: Optional[str] = None
-    comfyui_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.backend = str(self.backend).strip().lower()
         if self.backend not in VAE_BACKENDS:
             raise ValueError(f"data.vae.backend {self.backend!r} unknown; known: {list(VAE_BACKENDS)}")
-        if self.dtype not in VAE_DTYPES:
-            raise ValueError(f"data.vae.dtype {self.dtype!r} unknown; known: {list(VAE_DTYPES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"data.vae.dtype {self.dtype!r} unknown; known: {list(DTYPES)}")
         if self.hash not in HASH_MODES:
             raise ValueError(f"data.vae.hash {self.hash!r} unknown; known: {list(HASH_MODES)}")
         if self.backend != "tae" and not self.path:
             raise ValueError(f"data.vae.backend {self.backend!r} needs data.vae.path (the VAE file or folder)")
         if self.subfolder is not None and self.backend != "diffusers":
             raise ValueError("data.vae.subfolder is for the diffusers backend only")
-        if self.comfyui_dir is not None and self.backend != "comfy":
-            raise ValueError("data.vae.comfyui_dir is for the comfy backend only")
 
     @classmethod
     def from_value(cls, value: Union[None, "VAEConfig", Mapping[str, Any], str]) -> Optional["VAEConfig"]:
@@ -118,20 +108,6 @@ class VAEConfig:
         return self == VAEConfig()
 
 
-def is_default_vae(value: Union[None, VAEConfig, Mapping[str, Any], str]) -> bool:
-    cfg = VAEConfig.from_value(value)
-    return cfg is None or cfg.is_default
-
-
-# --------------------------------------------------------------------------- identity
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_identity(path: Union[str, Path], mode: str = "stat") -> dict[str, Any]:
     """What identifies a VAE file (or every file of a folder) for the latent-cache key.
 
@@ -145,7 +121,7 @@ def file_identity(path: Union[str, Path], mode: str = "stat") -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"VAE file not found: {p}")
     if mode == "sha256":
-        return {"file": p.name, "sha256": _sha256(p)}
+        return {"file": p.name, "sha256": file_sha256(p)}
     st = p.stat()
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -187,7 +163,7 @@ class VAEBackend(nn.Module):
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "name": self.name, "dtype": _dtype_name(self.dtype)}
+        return {"backend": self.backend, "name": self.name, "dtype": dtype_name(self.dtype)}
 
     def _check_pixels(self, img: torch.Tensor, multiple: int) -> None:
         if img.ndim != 4 or img.shape[1] != 3:
@@ -196,10 +172,6 @@ class VAEBackend(nn.Module):
         if h % multiple or w % multiple:
             raise ValueError(f"{self.name}: image size {h}x{w} must be a multiple of {multiple} px "
                              f"for the {self.family.label} VAE")
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return next((k for k, v in VAE_DTYPES.items() if v == dtype), str(dtype))
 
 
 # --------------------------------------------------------------------------- tae
@@ -233,7 +205,7 @@ class TAEBackend(VAEBackend):
     def identity(self) -> Optional[dict[str, Any]]:
         if self.root is None and self.dtype == torch.float32:
             return None  # the legacy key: {"tae": <name>} alone identifies it
-        ident: dict[str, Any] = {"backend": "tae", "name": self.name, "dtype": _dtype_name(self.dtype)}
+        ident: dict[str, Any] = {"backend": "tae", "name": self.name, "dtype": dtype_name(self.dtype)}
         if self.root is not None:
             ident["files"] = [file_identity(p, self.hash_mode) for p in tae_files(self.name, self.root)]
         return ident
@@ -246,37 +218,6 @@ class TAEBackend(VAEBackend):
 
 
 # --------------------------------------------------------------------------- comfy
-def find_comfyui(explicit: Optional[Union[str, Path]] = None) -> Optional[Path]:
-    """The ComfyUI tree to import: ``explicit``, ``$LUA_COMFYUI_DIR``, the folder of an importable
-    ``comfy`` package, or the provisioned ``.cache/comfyui/ComfyUI``; ``None`` when there is none."""
-
-    def valid(p: Path) -> bool:
-        return (p / "comfy" / "sd.py").is_file() and (p / "comfy" / "cli_args.py").is_file()
-
-    if explicit:
-        p = Path(explicit).expanduser()
-        if not valid(p):
-            raise ComfyUINotFound(f"no ComfyUI tree at {p} (expected {p / 'comfy' / 'sd.py'})")
-        return p.resolve()
-    env = os.environ.get("LUA_COMFYUI_DIR")
-    if env and valid(Path(env).expanduser()):
-        return Path(env).expanduser().resolve()
-    loaded = sys.modules.get("comfy")
-    locations = list(getattr(loaded, "__path__", []) or [])
-    if not locations:
-        try:
-            spec = importlib.util.find_spec("comfy")
-        except (ImportError, ValueError):
-            spec = None
-        locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locations:
-        if valid(Path(loc).parent):
-            return Path(loc).parent.resolve()
-    if valid(DEFAULT_COMFYUI_DIR):
-        return DEFAULT_COMFYUI_DIR.resolve()
-    return None
-
-
 def _accelerator_available() -> bool:
     if torch.cuda.is_available():
         return True
@@ -284,29 +225,32 @@ def _accelerator_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-def import_comfy(comfyui_dir: Optional[Union[str, Path]] = None) -> types.SimpleNamespace:
-    """Import ComfyUI's ``comfy.utils``, ``comfy.sd`` and ``comfy.model_management``.
+def import_comfy() -> types.SimpleNamespace:
+    """ComfyUI's ``comfy.utils``, ``comfy.sd`` and ``comfy.model_management``, from the environment.
 
-    Puts the tree on ``sys.path`` (first, as ComfyUI's own modules expect) unless ``comfy`` is
-    already imported, and selects ComfyUI's CPU mode when there is no GPU (before
-    ``comfy.model_management`` is first imported, which probes the device).
+    The comfy backend runs where ComfyUI itself is importable (ComfyUI's own Python, with its folder
+    on ``PYTHONPATH`` or as the working directory); nothing here adds to ``sys.path``.  Without a GPU
+    ComfyUI's CPU mode is selected before ``comfy.model_management`` first probes the device.
     """
     if "comfy.sd" not in sys.modules:
-        root = find_comfyui(comfyui_dir)
-        if root is None:
+        try:
+            found = importlib.util.find_spec("comfy") is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
             raise ComfyUINotFound(
-                "the comfy VAE backend needs a ComfyUI tree: set LUA_COMFYUI_DIR (or data.vae.comfyui_dir) to a "
-                "ComfyUI folder, make `comfy` importable, or run scripts/setup_comfyui.sh "
-                f"(provisions {DEFAULT_COMFYUI_DIR})")
-        if "comfy" not in sys.modules and str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        cli_args = importlib.import_module("comfy.cli_args")
+                "the comfy VAE backend uses ComfyUI's own `comfy` package, which is not importable here: run "
+                "training from ComfyUI's environment (e.g. PYTHONPATH=/path/to/ComfyUI python -m lua_core.train "
+                "...; scripts/setup_comfyui.sh provisions one at .cache/comfyui/ComfyUI)")
+        import comfy.cli_args
+
         if "comfy.model_management" not in sys.modules and not _accelerator_available():
-            cli_args.args.cpu = True
-    mm = importlib.import_module("comfy.model_management")
-    utils = importlib.import_module("comfy.utils")
-    sd = importlib.import_module("comfy.sd")
-    return types.SimpleNamespace(model_management=mm, utils=utils, sd=sd)
+            comfy.cli_args.args.cpu = True
+    import comfy.model_management
+    import comfy.sd
+    import comfy.utils
+
+    return types.SimpleNamespace(model_management=comfy.model_management, utils=comfy.utils, sd=comfy.sd)
 
 
 _VAE_MARKERS = ("decoder.conv_in.weight", "decoder.conv_in.conv.weight", "taesd_decoder.1.weight",
@@ -356,16 +300,15 @@ class ComfyVAEBackend(VAEBackend):
     backend = "comfy"
 
     def __init__(self, family: LatentFamily, path: Union[str, Path], device: Union[str, torch.device] = "cpu",
-                 dtype: torch.dtype = torch.float32, comfyui_dir: Optional[Union[str, Path]] = None,
-                 hash_mode: str = "stat") -> None:
+                 dtype: torch.dtype = torch.float32, hash_mode: str = "stat") -> None:
         super().__init__(family, dtype)
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_file():
             raise FileNotFoundError(f"VAE file not found: {self.path}")
         self.name = f"comfy:{self.path.name}"
         self.hash_mode = hash_mode
-        self._identity = {"backend": "comfy", "dtype": _dtype_name(dtype), **file_identity(self.path, hash_mode)}
-        comfy = import_comfy(comfyui_dir)
+        self._identity = {"backend": "comfy", "dtype": dtype_name(dtype), **file_identity(self.path, hash_mode)}
+        comfy = import_comfy()
         device = torch.device(device)
         sd, metadata = comfy.utils.load_torch_file(str(self.path), safe_load=True, return_metadata=True)
         sd = extract_vae_state(sd)
@@ -461,7 +404,7 @@ class DiffusersVAEBackend(VAEBackend):
             ident_path = self.path
         self.subfolder = subfolder
         self.name = f"diffusers:{self.path.name}" + (f"/{subfolder}" if subfolder else "")
-        self._identity = {"backend": "diffusers", "class": cls_name, "dtype": _dtype_name(dtype),
+        self._identity = {"backend": "diffusers", "class": cls_name, "dtype": dtype_name(dtype),
                           **file_identity(ident_path, hash_mode)}
         cfg = model.config
         channels = int(cfg.latent_channels)
@@ -514,15 +457,13 @@ class DiffusersVAEBackend(VAEBackend):
 def load_vae(family: Union[str, LatentFamily], config: Union[None, VAEConfig, Mapping[str, Any], str] = None,
              device: Union[str, torch.device] = "cpu") -> VAEBackend:
     """The frozen autoencoder a training config asks for (default: the family's tiny autoencoder)."""
-    from .config import expand_path
 
     fam = family if isinstance(family, LatentFamily) else get_family(family)
     cfg = VAEConfig.from_value(config) or VAEConfig()
-    dtype = VAE_DTYPES[cfg.dtype]
+    dtype = DTYPES[cfg.dtype]
     path = expand_path(cfg.path)
     if cfg.backend == "tae":
         return TAEBackend(fam, path, device=device, dtype=dtype, hash_mode=cfg.hash)
     if cfg.backend == "comfy":
-        return ComfyVAEBackend(fam, path, device=device, dtype=dtype, comfyui_dir=expand_path(cfg.comfyui_dir),
-                               hash_mode=cfg.hash)
+        return ComfyVAEBackend(fam, path, device=device, dtype=dtype, hash_mode=cfg.hash)
     return DiffusersVAEBackend(fam, path, device=device, dtype=dtype, subfolder=cfg.subfolder, hash_mode=cfg.hash)

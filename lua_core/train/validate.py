@@ -11,28 +11,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..tae import TinyAutoencoder, psnr
-from .data import bicubic_down, list_images, load_image
+from ..images import bicubic_down, center_crop, load_image
+from ..metrics.pixel import psnr
+from ..tae import TinyAutoencoder
 from .vae_backends import VAEBackend
-
-
-def spread(paths: Sequence[Path], count: int) -> list[Path]:
-    """``count`` of ``paths`` spread evenly over the list (all of them when there are no more)."""
-    if count >= len(paths):
-        return list(paths)
-    step = len(paths) / count
-    return [paths[int(i * step)] for i in range(count)]
-
-
-def pick_val_images(folder: str | Path, count: int) -> list[Path]:
-    """``count`` images spread evenly over the sorted list (deterministic)."""
-    return spread(list_images(folder), count)
-
-
-def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[..., top: top + size, left: left + size]
 
 
 class Validator:

@@ -3,11 +3,11 @@
 * ``chromium``: the browser binary. When none is found, ``scripts/setup_browser.sh`` installs
   Debian's ``chromium`` (as root; idempotent). ``LUA_SKIP_BROWSER=1`` skips the browser tests;
   a browser that cannot be found or installed fails them under CI=true and skips them elsewhere.
-* ``browser_server``: a real ComfyUI 0.3.75 (``scripts/comfy_server.py``), separate from the
+* ``browser_server``: a real ComfyUI 0.3.75 (``tests/support/comfy_server.py``), separate from the
   integration tests' server so the page sees fresh settings and its own input/output folders;
   stopped when the browser module is done.
 
-Tests here get the ``browser`` and ``comfy`` markers (``-m "not browser"`` deselects them).
+Tests here get the ``browser``, ``comfy`` and ``slow`` markers (``-m "not browser"`` deselects them).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.comfy_server import ComfyServer, ComfyServerError
 from tests.browser.cdp import find_chromium
+from tests.support.comfy_server import ComfyServer, ComfyServerError
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / "scripts" / "setup_browser.sh"
@@ -36,6 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.comfy)
+            item.add_marker(pytest.mark.slow)
 
 
 def _unavailable(reason: str) -> None:

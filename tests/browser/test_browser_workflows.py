@@ -15,11 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from scripts.comfy_server import ComfyServer
 from tests.browser.cdp import Browser, CDPError
-from tests.browser.workflow_support import (ARTIFACTS, IMAGE_IN, PACK_NAME, WORKFLOW_DIR, ensure_lua_weights,
-                                            expected_missing_models, is_frontend_only, load_workflow, lua_model_names,
-                                            prepare_input_image, record_timing, workflow_paths)
+from tests.browser.workflow_support import (
+    ARTIFACTS,
+    IMAGE_IN,
+    PACK_NAME,
+    WORKFLOW_DIR,
+    ensure_lua_weights,
+    expected_missing_models,
+    is_frontend_only,
+    load_workflow,
+    lua_model_names,
+    prepare_input_image,
+    record_timing,
+    workflow_paths,
+)
+from tests.support.comfy_server import ComfyServer
 
 OUT = ARTIFACTS / "browser"
 # The image-in workflow ships at 512 px (x4 = 2048 px); on a 2-core CPU the page run uses 256 px

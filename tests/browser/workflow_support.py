@@ -18,8 +18,8 @@ import torch
 
 import lua_core
 from lua_core.checkpoints.export import save_checkpoint
-from scripts.workflow_api import FRONTEND_ONLY_TYPES
 from tests.helpers import tiny_config
+from tests.support.workflow_api import FRONTEND_ONLY_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = REPO / "workflows"

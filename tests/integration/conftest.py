@@ -13,8 +13,9 @@ Environment:
   LUA_COMFYUI_DIR      use an existing ComfyUI tree (setup script is not run)
   LUA_COMFY_PYTHON     interpreter for ComfyUI (default: the one running pytest)
 
-Every test using ``comfy_server`` gets the ``comfy`` marker, so ``-m "not comfy"``
-deselects them. On failure the server log path and tail are attached to the report.
+Every test using ``comfy_server`` gets the ``comfy`` and ``slow`` markers, so ``-m "not comfy"``
+(or the fast tier, ``-m "not slow"``) deselects them. On failure the server log path and tail are
+attached to the report.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.comfy_server import DEFAULT_COMFY_DIR, SETUP_SCRIPT, ComfyServer, ComfyServerError
+from tests.support.comfy_server import DEFAULT_COMFY_DIR, SETUP_SCRIPT, ComfyServer, ComfyServerError
 
 _SERVER_KEY = pytest.StashKey[ComfyServer]()
 STUB_NODES = Path(__file__).resolve().parent / "comfy_stub_nodes"
@@ -43,6 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "comfy_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.comfy)
+            item.add_marker(pytest.mark.slow)  # starts (or shares) a ComfyUI server process
 
 
 def _provision() -> Path:

@@ -1,7 +1,6 @@
 """The LUA nodes inside a real ComfyUI: end to end, official checkpoint, bad inputs, cancel."""
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -244,7 +243,7 @@ def test_saved_workflows_survive_a_status_change(comfy_server, models):
     for value in ("lua_light_flux1.safetensors", "lua_light_flux1.safetensors (preview)"):
         result = comfy_server.run_prompt(model_graph("Flux", value, 16), timeout=300)
         assert result.ok, result.error
-    from scripts.comfy_server import PromptValidationError
+    from tests.support.comfy_server import PromptValidationError
 
     with pytest.raises(PromptValidationError) as info:
         comfy_server.queue_prompt(model_graph("Flux", "no_such_adapter.safetensors", 16))

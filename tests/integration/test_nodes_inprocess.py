@@ -90,6 +90,7 @@ def test_bad_latent_dicts(comfy, flux_model):
         node.upscale(flux_model, {"samples": torch.zeros(1, 16, 4, 4)}, 5.0, 0, 8)
 
 
+@pytest.mark.slow
 def test_progress_bar_sees_every_tile(comfy, flux_model):
     utils = comfy["utils"]
     from comfyui_lua.nodes.upscale_node import LUALatentUpscale
@@ -164,7 +165,7 @@ def test_loader_offline_says_where_to_put_the_file(comfy, monkeypatch, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
-# ------------------------------------------------------------------ issue 13: ComfyUI-native behaviour
+# ------------------------------------------------------------------ ComfyUI-native behaviour
 class _FakeModel:
     """What the LUA nodes read from a MODEL: ``.model.latent_format`` (ComfyUI's own classes)."""
 
@@ -227,6 +228,7 @@ def test_auto_prefers_the_official_adapter_when_it_is_on_disk(comfy, monkeypatch
     assert paths.best_for_family("sdxl") is None
 
 
+@pytest.mark.slow
 def test_loader_auto_and_the_family_check(comfy, caplog):
     from comfyui_lua.nodes.loader_node import LUAModelLoader
     from comfyui_lua.nodes.upscale_node import LUALatentUpscale
@@ -250,6 +252,7 @@ def test_loader_auto_and_the_family_check(comfy, caplog):
         LUAModelLoader().load("auto", "fp32", model=_FakeModel("Wan21"))
 
 
+@pytest.mark.slow
 def test_no_note_for_an_adapter_that_is_not_a_preview(comfy, monkeypatch, caplog):
     from comfyui_lua.nodes import loader_node, paths
 
@@ -284,7 +287,6 @@ def test_video_latents_are_refused(comfy, flux_model):
 def test_auto_dtype_follows_comfyuis_rules(comfy, monkeypatch, case, expected):
     mm = comfy["mm"]
     from comfy.cli_args import args
-
     from comfyui_lua.nodes.loader_node import auto_dtype
 
     seen = []
@@ -335,9 +337,9 @@ def test_loader_downloads_from_the_hub_with_progress_and_cancel(comfy, tmp_path,
     """A manifest entry on the Hub (HF_ENDPOINT pointing at a local server that answers like it): ComfyUI's cancel
     stops the transfer with its own exception, nothing is left in models/lua; the next queue downloads and loads."""
     pytest.importorskip("huggingface_hub")
+    from comfyui_lua.nodes import loader_node, paths
     from huggingface_hub import constants
 
-    from comfyui_lua.nodes import loader_node, paths
     from tests.unit import test_hub_download as hubtest
 
     mm, utils = comfy["mm"], comfy["utils"]

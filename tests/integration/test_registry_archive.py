@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# every test here runs child processes (git ls-files, ruff, a Python that imports ComfyUI)
+pytestmark = pytest.mark.slow
 
 
 def _ignore_patterns() -> list[str]:
@@ -100,7 +102,7 @@ def test_archive_loads_in_comfyui_and_upscales(archive, tmp_path):
     adapter loads through Load LUA Model and upscales."""
     if os.environ.get("LUA_SKIP_COMFY") == "1":
         pytest.skip("LUA_SKIP_COMFY=1")
-    from scripts.comfy_server import DEFAULT_COMFY_DIR
+    from tests.support.comfy_server import DEFAULT_COMFY_DIR
 
     comfy_dir = Path(os.environ.get("LUA_COMFYUI_DIR") or DEFAULT_COMFY_DIR)
     if not (comfy_dir / "folder_paths.py").is_file():

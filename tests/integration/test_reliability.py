@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 
 import lua_core
 from lua_core.checkpoints.export import save_checkpoint
-from scripts.comfy_server import ComfyServer, PromptResult
 from tests.helpers import tiny_config
+from tests.support.comfy_server import ComfyServer, PromptResult
 
 FLUX = "rel_flux1.safetensors"
 SD15 = "rel_sd15.safetensors"
@@ -131,7 +131,7 @@ class Case:
 
 
 def burst_cases(server: ComfyServer, photo: str) -> list[Case]:
-    """11 good and 9 bad prompts (a video latent is refused since issue 13), interleaved."""
+    """11 good and 9 bad prompts (a video latent is refused), interleaved."""
     def lat(name: str, tensor: torch.Tensor) -> str:
         return write_latent(server, f"burst_{name}.latent", tensor)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from scripts.comfy_server import PACK_DIR_NAME, ComfyServer, PromptValidationError
+from tests.support.comfy_server import PACK_DIR_NAME, ComfyServer, PromptValidationError
 
 pytestmark = [pytest.mark.comfy, pytest.mark.timeout(600)]
 

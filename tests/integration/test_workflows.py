@@ -14,12 +14,24 @@ import pytest
 from PIL import Image
 
 from lua_core.checkpoints.manifest import Manifest
-from scripts.comfy_server import ComfyServer, PromptValidationError
-from scripts.workflow_api import FRONTEND_ONLY_TYPES, _extra_values, _is_widget, widget_names, workflow_to_api
-from tests.browser.workflow_support import (FAMILY, INPUT_IMAGE, LUA_LIGHT_RE, RUNNABLE, ensure_lua_weights,
-                                            downloadable_entries, load_workflow, lua_file_name, lua_model_names,
-                                            prepare_input_image,
-                                            record_timing, save_prefix, selected_models, workflow_paths)
+from tests.browser.workflow_support import (
+    FAMILY,
+    INPUT_IMAGE,
+    LUA_LIGHT_RE,
+    RUNNABLE,
+    downloadable_entries,
+    ensure_lua_weights,
+    load_workflow,
+    lua_file_name,
+    lua_model_names,
+    prepare_input_image,
+    record_timing,
+    save_prefix,
+    selected_models,
+    workflow_paths,
+)
+from tests.support.comfy_server import ComfyServer, PromptValidationError
+from tests.support.workflow_api import FRONTEND_ONLY_TYPES, _extra_values, _is_widget, widget_names, workflow_to_api
 
 REPO = Path(__file__).resolve().parents[2]
 PATHS = workflow_paths()

@@ -29,7 +29,9 @@ def _paper_like(**kw) -> lua_core.LUAConfig:
 
 
 @pytest.mark.parametrize("cfg", [tiny_config(4), _paper_like(in_chans=4)], ids=["light-like", "paper-like"])
-@pytest.mark.parametrize("size", [(16, 16), (24, 40), (13, 35), (8, 8)])
+@pytest.mark.parametrize("size", [pytest.param((16, 16), marks=pytest.mark.slow),
+                                  pytest.param((24, 40), marks=pytest.mark.slow),
+                                  pytest.param((13, 35), marks=pytest.mark.slow), (8, 8)])
 @pytest.mark.parametrize("scale", [2, 4])
 def test_inference_path_matches_straightforward(cfg, size, scale):
     torch.manual_seed(0)
@@ -166,6 +168,7 @@ def test_blending_is_exact_for_a_pointwise_upscale():
         assert (tiled - full).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_tiled_network_within_tolerance_and_full_tiles_exact():
     torch.manual_seed(5)
     net = lua_core.LUANet(tiny_config(4)).eval()
@@ -195,6 +198,7 @@ def test_auto_grid_fits_the_budget_and_beats_square_tiles(side):
     assert auto_tile_shape(cfg, 4, 1, 64, 64, torch.float32, 1 << 40, cpu, 8) == (0, 0)
 
 
+@pytest.mark.slow
 def test_automatic_plan_uses_one_window_of_overlap_and_runs():
     """Below what even the chunked pass needs, automatic tiles (each run chunked) overlap by one window."""
     torch.manual_seed(6)

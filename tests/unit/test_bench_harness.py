@@ -7,10 +7,11 @@ import time
 import pytest
 import torch
 
-from lua_core.bench import harness
+from lua_core.bench import harness, summary
 from lua_core.bench.vae_decoder import DECODER_CONFIGS, KLDecoder, decoder_config
 
 
+@pytest.mark.slow
 def test_harness_end_to_end_on_tiny_models(tmp_path):
     t0 = time.perf_counter()
     rc = harness.main(["--preset", "quick", "--tiny", "--in-process", "--configs", "light",
@@ -37,6 +38,7 @@ def test_harness_end_to_end_on_tiny_models(tmp_path):
     assert (tmp_path / "bench.svg").read_text().startswith("<svg")
 
 
+@pytest.mark.slow
 def test_a_case_runs_in_its_own_process():
     spec = dict(kind="impl", config="light", latent=8, scale=2, device="cpu", dtype="float32", threads=1,
                 tiny=True, warmup=1, repeats=1)
@@ -45,14 +47,15 @@ def test_a_case_runs_in_its_own_process():
     assert res["peak_rss_mb"] > 0 and res["max_abs_diff"]["ours"] < 1e-4
 
 
+@pytest.mark.slow
 def test_multiply_add_counts_on_meta_tensors():
     (row,) = harness.count_macs("light", "flux1", sizes=((64, 2),), tiny=True)
     assert row["B"] == row["lua"] + row["D"] and row["C"] == row["A"] + row["pixel_sr"]
     assert row["D"] > row["A"] > 0 and 0 < row["lua_share_of_D"] < 1
 
 
-def test_legacy_overhead_of_the_issue_example():
-    assert harness.legacy_pixel_overhead(128, 64, 16) ** 2 == pytest.approx(2.25)
+def test_legacy_overhead_of_a_worked_example():
+    assert summary.legacy_pixel_overhead(128, 64, 16) ** 2 == pytest.approx(2.25)
 
 
 @pytest.mark.parametrize("family,params", [("sdxl", 49_490_199), ("flux1", 49_545_475)])

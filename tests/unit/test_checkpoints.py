@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ from safetensors.torch import load_file, save_file
 
 import lua_core
 from lua_core.checkpoints.export import save_checkpoint
-from lua_core.checkpoints.formats import CheckpointError, infer_config, read_checkpoint
+from lua_core.checkpoints.formats import CheckpointError, read_checkpoint
+from lua_core.model.detect import infer_config
 from tests.helpers import tiny_config
 
 
@@ -37,6 +37,7 @@ def official_pth(tmp_path_factory, official_state) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_official_layout_pth_loads(official_pth, official_state):
     model = lua_core.load_model(official_pth)
     assert model.family.name == "flux1"
@@ -51,6 +52,7 @@ def test_official_layout_pth_loads(official_pth, official_state):
     assert out.shape == (1, 16, 10, 14) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_official_layout_without_buffers_and_with_params_wrapper(tmp_path, official_state):
     stripped = {k: v for k, v in official_state.items()
                 if not k.endswith(("attn_mask", "relative_position_index"))}

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lua_core.train.data import list_images, load_image
-from lua_core.train.validate import center_crop, pick_val_images
+from lua_core.images import center_crop, list_images, load_image
+from lua_core.photo_sets import pick_val_images
 from scripts.device_kit import build_kit
 
 

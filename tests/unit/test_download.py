@@ -33,6 +33,7 @@ from lua_core.checkpoints.download import (
     temp_name,
 )
 from lua_core.checkpoints.manifest import ManifestEntry
+from tests.support.file_server import running
 
 REPO = Path(__file__).resolve().parents[2]
 CHUNK = 64 * 1024
@@ -110,16 +111,8 @@ class _Server(ThreadingHTTPServer):
 def server(tmp_path) -> Iterator[_Server]:
     root = tmp_path / "served"
     root.mkdir()
-    srv = _Server(root)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(_Server(root)) as srv:
         yield srv
-    finally:
-        srv.stop.set()
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 @pytest.fixture
@@ -342,6 +335,7 @@ def test_read_only_directory(server, dest_dir, payload):
         dest_dir.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing(server, dest_dir, payload):
     """A write OSError mid-stream (EFBIG via RLIMIT_FSIZE, in a child process) fails cleanly.
 

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 import lua_core
 from lua_core.engine import plan_tiles, run_network
-from lua_core.engine.memory import (HEAD_MIN_ROWS, MARGIN, bytes_per_pixel, chunk_plan, footprint,
-                                    plan_memory)
+from lua_core.engine.memory import HEAD_MIN_ROWS, MARGIN, bytes_per_pixel, chunk_plan, footprint, plan_memory
 from lua_core.model.network import Chunks, add_bicubic_rows
 from lua_core.model.swin import row_bands, shift_bands, split_bands
 from tests.helpers import tiny_config

@@ -10,7 +10,7 @@ import pytest
 
 from lua_core.eval import ALL_PATHS, evaluate, resolve_checkpoint
 from lua_core.eval.__main__ import main as cli_main
-from lua_core.eval.perceptual import FETCH_COMMAND
+from lua_core.metrics.perceptual import FETCH_COMMAND
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "weights" / "lua_light_flux1.safetensors"
@@ -32,6 +32,7 @@ def run(tmp_path_factory, val_dir, one_torch_thread):
     return result, Path(result["out_dir"])
 
 
+@pytest.mark.slow
 def test_reports_written(run):
     result, out = run
     assert out.name == "flux1" and result["family"] == "flux1"
@@ -47,6 +48,7 @@ def test_reports_written(run):
         assert im.width >= 5 * 128 and im.height >= 2 * 128  # five columns, two scales
 
 
+@pytest.mark.slow
 def test_every_path_measured(run):
     result, _ = run
     assert result["paths"] == list(ALL_PATHS)
@@ -61,6 +63,7 @@ def test_every_path_measured(run):
             assert len(result["per_image"][key][path]["psnr"]) == 2
 
 
+@pytest.mark.slow
 def test_quality_ordering(run):
     result, _ = run
     for key in ("x2", "x4"):
@@ -100,8 +103,8 @@ def test_resolve_checkpoint():
 
 
 def test_holdout_set_and_path_subset(tmp_path, one_torch_thread):
-    from lua_core.tae import shared_dir
-    from lua_core.train.photos import holdout_photos
+    from lua_core.locations import shared_dir
+    from lua_core.photo_sets import holdout_photos
 
     result = evaluate("sd15", None, "holdout", (2,), 64, 2, out_dir=tmp_path, perceptual=False,
                       only_paths=["pixel_bicubic", "vae_ceiling"])

@@ -1,17 +1,19 @@
-"""Evaluation metrics and baselines (lua_core.eval.metrics / baselines): hand-computed values and ComfyUI parity."""
+"""Evaluation metrics and baselines (lua_core.metrics.pixel / baselines): hand-computed values.
+
+Parity with ComfyUI's own ``comfy.utils`` is checked in-process in ``tests/integration/test_baselines_comfyui.py``.
+"""
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lua_core.eval import metrics as M
 from lua_core.eval.baselines import bislerp, latent_upscale, pixel_upscale, slerp_vectors
+from lua_core.metrics import pixel as M
+from tests.helpers import slerp_edge_latent
 
 
 # --------------------------------------------------------------------------- PSNR
@@ -95,13 +97,8 @@ def test_laplacian_variance_uses_luma():
 
 
 # --------------------------------------------------------------------------- bislerp and latent methods
-def _latent(seed: int, shape=(2, 4, 5, 7)) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(shape, generator=g)
-    z[0, :, 1, 2] = 0.0                 # a zero vector
-    z[1, :, 2, 3] = -z[1, :, 2, 4]      # opposite neighbours
-    z[1, :, 3, 1] = 2.0 * z[1, :, 3, 0]  # parallel neighbours
-    return z
+def _latent(seed: int, shape: tuple[int, ...] = (2, 4, 5, 7)) -> torch.Tensor:
+    return slerp_edge_latent(seed, shape)
 
 
 def test_bislerp_shape_endpoints_and_constant():
@@ -126,41 +123,6 @@ def test_slerp_vectors_edge_cases():
     assert torch.allclose(out[1], torch.zeros(2), atol=1e-6)  # opposite: linear blend
     assert torch.isfinite(out).all()
     assert torch.allclose(out[3], a[3])                       # parallel: ComfyUI keeps the first vector
-
-
-def _comfy_utils():
-    if os.environ.get("LUA_SKIP_COMFY") == "1":
-        pytest.skip("LUA_SKIP_COMFY=1")
-    from lua_core.train.vae_backends import find_comfyui
-
-    root = find_comfyui()
-    if root is None:
-        pytest.skip("no ComfyUI tree (set LUA_COMFYUI_DIR or run scripts/setup_comfyui.sh)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import comfy.utils
-
-    return comfy.utils
-
-
-@pytest.mark.parametrize("size", [(10, 14), (20, 28), (13, 9), (5, 7), (3, 4)])
-def test_bislerp_matches_comfyui(size):
-    cu = _comfy_utils()
-    z = _latent(3)
-    want = cu.bislerp(z.clone(), size[1], size[0])
-    got = bislerp(z, *size)
-    assert got.shape == want.shape
-    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), float((got - want).abs().max())
-
-
-@pytest.mark.parametrize("method,comfy", [("nearest", "nearest-exact"), ("bilinear", "bilinear"),
-                                          ("bicubic", "bicubic"), ("bislerp", "bislerp")])
-def test_latent_upscale_matches_comfyui_node(method, comfy):
-    cu = _comfy_utils()
-    z = torch.randn(1, 16, 6, 5, generator=torch.Generator().manual_seed(4))
-    for s in (2, 4):
-        want = cu.common_upscale(z.clone(), 5 * s, 6 * s, comfy, "disabled")
-        assert torch.allclose(latent_upscale(z, s, method), want, atol=1e-5)
 
 
 def test_latent_upscale_rejects_unknown():

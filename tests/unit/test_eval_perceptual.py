@@ -1,5 +1,5 @@
-"""LPIPS / DISTS (lua_core.eval.perceptual, fetch_perceptual): safe loading, unavailability, and agreement with
-the official ``lpips`` 0.1.4 and ``DISTS_pytorch`` 0.1 code (skipped until ``python -m lua_core.eval.fetch_perceptual``
+"""LPIPS / DISTS (lua_core.metrics.perceptual, lua_core.metrics.fetch): safe loading, unavailability, and agreement with
+the official ``lpips`` 0.1.4 and ``DISTS_pytorch`` 0.1 code (skipped until ``python -m lua_core.metrics.fetch``
 has converted the weights; the official code is kept under ``<metrics dir>/reference/site``)."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lua_core.eval import backbones as bb
-from lua_core.eval.fetch_perceptual import FetchError, _flax_conv, load_numpy_pickle
-from lua_core.eval.perceptual import DISTS, DISTS_FILE, FETCH_COMMAND, LPIPS, LPIPS_FILES, load_perceptual, metrics_dir
+from lua_core.metrics import backbones as bb
+from lua_core.metrics.fetch import FetchError, _flax_conv, load_numpy_pickle
+from lua_core.metrics.perceptual import DISTS, DISTS_FILE, FETCH_COMMAND, LPIPS, LPIPS_FILES, load_perceptual, metrics_dir
 
 
 def test_missing_weights_are_reported_not_raised(tmp_path):
@@ -96,7 +96,7 @@ def _pairs() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([base, base]), torch.cat([blurred, noisy])
 
 
-@pytest.mark.parametrize("net", ["alex", "vgg"])
+@pytest.mark.parametrize("net", ["alex", pytest.param("vgg", marks=pytest.mark.slow)])
 def test_lpips_matches_official(net, monkeypatch, one_torch_thread):
     root = _weights()
     lp = _official("lpips")
@@ -119,6 +119,7 @@ def test_lpips_matches_official(net, monkeypatch, one_torch_thread):
     assert bool((got[2:] > 0).all())
 
 
+@pytest.mark.slow
 def test_dists_matches_official(monkeypatch, one_torch_thread):
     root = _weights()
     dp = _official("DISTS_pytorch")

@@ -3,12 +3,12 @@
 Checkpoints: malicious pickles in many disguises (nothing runs, the message says why), crafted
 tensor records, truncation at many cut points, random byte corruption (hypothesis), shapes that
 do not match (the tensor is named), configs that would make the loader allocate gigabytes.
-Manifest checks through the real loader node: a file whose sha256 differs is refused, a
-downloaded one is deleted. Downloads against a real local HTTP server: killed mid-transfer,
+Downloads against a real local HTTP server (``tests/support/file_server.py``): killed mid-transfer,
 retries after every kind of failure, time-outs before any byte, a real full disk (tmpfs) and a
 really read-only folder (read-only bind mount, unprivileged user), and concurrent downloads of
 one file from threads and processes. ``tests/unit/test_checkpoints.py`` and
-``tests/unit/test_download.py`` hold the basic cases; nothing here repeats them.
+``tests/unit/test_download.py`` hold the basic cases; nothing here repeats them. The manifest's
+sha256 through the real loader node (in-process ComfyUI) is in ``tests/integration/test_loader_manifest_hash.py``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -29,7 +28,6 @@ import threading
 import time
 import urllib.request
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -44,8 +42,8 @@ from lua_core import api
 from lua_core.checkpoints.download import DownloadError, download_file, lock_path_for
 from lua_core.checkpoints.export import save_checkpoint
 from lua_core.checkpoints.formats import CheckpointError, read_checkpoint
-from lua_core.checkpoints.manifest import Manifest, file_sha256
-from tests.helpers import import_comfy_pack, tiny_config
+from tests.helpers import tiny_config
+from tests.support.file_server import FileServer, serve_files
 
 REPO = Path(__file__).resolve().parents[2]
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -305,6 +303,7 @@ def test_truncated_at_every_structural_cut_point(tmp_path, good_files, kind):
         assert bad.name in str(info.value), (cut, str(info.value))
 
 
+@pytest.mark.slow
 @settings(max_examples=CORRUPTION_EXAMPLES, deadline=None, derandomize=os.environ.get("LUA_HYPOTHESIS_RANDOM") != "1",
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["safetensors", "pth"]), where=st.floats(0, 1, exclude_max=True),
@@ -360,6 +359,7 @@ def good_tensors(good_files) -> dict[str, torch.Tensor]:
     return load_file(good_files["safetensors"])
 
 
+@pytest.mark.slow
 @settings(max_examples=int(30 * float(os.environ.get("LUA_HYPOTHESIS_SCALE", "1"))), deadline=None,
           derandomize=os.environ.get("LUA_HYPOTHESIS_RANDOM") != "1",
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -510,157 +510,13 @@ def test_crafted_safetensors_headers_are_refused(tmp_path, header):
 
 
 # ==================================================================================================
-# the manifest's sha256, through the real loader node
-# ==================================================================================================
-
-@pytest.fixture(scope="module")
-def comfy():
-    if os.environ.get("LUA_SKIP_COMFY") == "1":
-        pytest.skip("LUA_SKIP_COMFY=1")
-    return import_comfy_pack()
-
-
-def _entry(name: str, path: Optional[Path], url: Optional[str], sha256: Optional[str] = None,
-           size: Optional[int] = None) -> dict[str, Any]:
-    return {"name": name, "filename": name, "family": "flux1", "scales": [2, 4], "config": "light",
-            "size": size if size is not None else (path.stat().st_size if path else None),
-            "sha256": sha256 if sha256 is not None else (file_sha256(path) if path else None),
-            "url": url, "bundled": None, "license": "Apache-2.0", "source": "test", "description": ""}
-
-
-@pytest.fixture
-def loader_env(comfy, tmp_path, monkeypatch):
-    """The loader node with a test manifest, a test models folder and find_local looking there only."""
-    from comfyui_lua.nodes import loader_node, paths
-
-    folder = tmp_path / "models_lua"
-    folder.mkdir()
-    state: dict[str, Any] = {"entries": []}
-    monkeypatch.setattr(paths, "load_manifest", lambda: Manifest.from_dict(
-        {"format_version": 1, "models": state["entries"]}))
-    monkeypatch.setattr(paths, "download_folder", lambda: str(folder))
-    monkeypatch.setattr(paths, "find_local", lambda name: str(folder / name) if (folder / name).is_file() else None)
-    return loader_node, folder, state
-
-
-def test_loader_refuses_a_local_file_whose_sha256_differs(loader_env, good_files):
-    loader_node, folder, state = loader_env
-    shutil.copy(good_files["safetensors"], folder / "lua_test.safetensors")
-    genuine = hashlib.sha256(b"the published file").hexdigest()
-    state["entries"] = [_entry("lua_test.safetensors", None, "http://127.0.0.1:9/x.safetensors", sha256=genuine,
-                               size=(folder / "lua_test.safetensors").stat().st_size)]
-    with pytest.raises(ValueError, match=f"does not match the weights manifest .*sha256 mismatch: expected {genuine}"):
-        loader_node.LUAModelLoader().load("lua_test.safetensors", "fp32")
-    state["entries"][0]["size"] = 123
-    with pytest.raises(ValueError, match="size mismatch: expected 123 bytes"):
-        loader_node.LUAModelLoader().load("lua_test.safetensors", "fp32")
-    # the user's file is refused, not deleted; with the right hash it loads
-    state["entries"] = [_entry("lua_test.safetensors", folder / "lua_test.safetensors", None)]
-    (managed,) = loader_node.LUAModelLoader().load("lua_test.safetensors", "fp32")
-    assert managed.model.family.name == "flux1"
-
-
-def test_loader_deletes_a_download_whose_sha256_differs(loader_env, good_files, server):
-    loader_node, folder, state = loader_env
-    server.add("lua_dl.safetensors", good_files["safetensors"].read_bytes())
-    wrong = hashlib.sha256(b"something else").hexdigest()
-    state["entries"] = [_entry("lua_dl.safetensors", None, server.url("ok", "lua_dl.safetensors"), sha256=wrong,
-                               size=good_files["safetensors"].stat().st_size)]
-    with pytest.raises(RuntimeError, match=f"sha256 mismatch: expected {wrong}") as info:
-        loader_node.LUAModelLoader().load("lua_dl.safetensors", "fp32")
-    assert f"place it at {folder / 'lua_dl.safetensors'}" in str(info.value)
-    assert list(folder.iterdir()) == []  # neither the file nor a .part nor a lock is left
-    assert server.requests == ["/ok/lua_dl.safetensors"]
-
-
-# ==================================================================================================
 # downloads
 # ==================================================================================================
 
-class _Handler(BaseHTTPRequestHandler):
-    """``/<mode>/<name>``; a ``flaky-<mode>`` behaves as <mode> on its first request and as ``ok`` after."""
-
-    server: "_Server"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        srv = self.server
-        _, mode, name = (self.path.split("/", 2) + ["", ""])[:3]
-        with srv.lock:
-            srv.requests.append(self.path)
-            if mode.startswith("flaky-"):
-                first = name not in srv.seen
-                srv.seen.add(name)
-                mode = mode[len("flaky-"):] if first else "ok"
-        data = srv.files.get(name)
-        if data is None:
-            self.send_error(404)
-            return
-        if mode == "noheaders":
-            srv.stop.wait(10)
-            return
-        if mode == "error500":
-            self.send_error(500, "Internal Server Error")
-            return
-        if mode == "wrong":
-            data = bytes(b ^ 0x5A for b in data[:64]) + data[64:]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.close_connection = True
-        chunk = 16 * 1024
-        if mode == "truncate":
-            self.wfile.write(data[: len(data) // 3])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        for i in range(0, len(data), chunk):
-            if mode == "stall" and i >= chunk:
-                srv.stop.wait(10)
-                return
-            try:
-                self.wfile.write(data[i:i + chunk])
-                self.wfile.flush()
-            except OSError:
-                return
-            if mode == "slow":
-                time.sleep(srv.slow_pause)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        self.seen: set[str] = set()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.slow_pause = 0.02
-
-    def url(self, mode: str, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{mode}/{name}"
-
-    def add(self, name: str, data: bytes) -> str:
-        self.files[name] = data
-        return hashlib.sha256(data).hexdigest()
-
-
 @pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+def server() -> Iterator[FileServer]:
+    with serve_files() as srv:
         yield srv
-    finally:
-        srv.stop.set()
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 PAYLOAD = os.urandom(200_000)
@@ -726,6 +582,7 @@ needs_namespace = pytest.mark.skipif(not _namespace_works(), reason="cannot crea
                                      "(needs root and mount permission); test_download covers EFBIG via RLIMIT_FSIZE")
 
 
+@pytest.mark.slow
 def test_a_download_killed_mid_transfer_is_restarted_cleanly(server, tmp_path):
     """SIGKILL while streaming: no file under the final name; the retry removes the orphaned .part,
     ignores the dead process's lock file and produces the verified file."""
@@ -772,6 +629,7 @@ def test_retry_after_a_failure_starts_clean(server, tmp_path, failure, reason):
     assert len(server.requests) == 2
 
 
+@pytest.mark.slow
 @needs_namespace
 def test_disk_full_then_freed(server, tmp_path):
     """A real ENOSPC (a 256 KiB tmpfs with 128 KiB of ballast): clean failure; after freeing space the retry works."""
@@ -790,6 +648,7 @@ def test_disk_full_then_freed(server, tmp_path):
     assert second["ok"] and second["listing"] == ["lua_full.safetensors"]
 
 
+@pytest.mark.slow
 @needs_namespace
 def test_read_only_filesystem(server, tmp_path):
     """A models folder on a read-only mount: a clear error and no request; a file already there is used as is."""
@@ -820,6 +679,9 @@ def _stdlib_copy_of_the_downloader(root: Path) -> Path:
     for name in ("__init__.py", "download.py", "manifest.py"):
         shutil.copyfile(REPO / "lua_core" / "checkpoints" / name, pkg / name)
         (pkg / name).chmod(0o644)
+    for name in ("errors.py", "locations.py"):
+        shutil.copyfile(REPO / "lua_core" / name, root / "lua_core" / name)
+        (root / "lua_core" / name).chmod(0o644)
     return root / "lua_core"
 
 
@@ -838,6 +700,7 @@ def _python_for(prefix: list[str], cwd: Path) -> Optional[str]:
     return None
 
 
+@pytest.mark.slow
 def test_folder_without_write_permission(server):
     """As an unprivileged user (root ignores mode bits, so root drops to 'nobody' with setpriv)."""
     server.add("lua_perm.safetensors", PAYLOAD)
@@ -867,6 +730,7 @@ def test_folder_without_write_permission(server):
         shutil.rmtree(code, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_concurrent_processes_and_threads_download_once(server, tmp_path):
     """Three processes and two threads start together: one GET, everyone gets the same verified file."""
     server.add("lua_race.safetensors", PAYLOAD)

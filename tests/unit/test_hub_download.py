@@ -18,8 +18,15 @@ import pytest
 
 pytest.importorskip("huggingface_hub")
 
-from lua_core.checkpoints.download import (DownloadError, HubFile, download_entry, download_from_hub,  # noqa: E402
-                                           hub_url, lock_path_for, parse_hub_url)
+from lua_core.checkpoints.download import (  # noqa: E402
+    DownloadError,
+    HubFile,
+    download_entry,
+    download_from_hub,
+    hub_url,
+    lock_path_for,
+    parse_hub_url,
+)
 from lua_core.checkpoints.manifest import ManifestEntry  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -236,6 +243,7 @@ def test_missing_file_names_the_url_and_the_place(hub, tmp_path):
     assert f"place it at {dest}" in msg
 
 
+@pytest.mark.slow
 def test_offline_names_the_url_and_the_folder(tmp_path, monkeypatch):
     import socket
 

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lua_core.checkpoints.manifest import (
     DEFAULT_MANIFEST_PATH,
-    KNOWN_FAMILIES,
     REPO_ROOT,
     Manifest,
     ManifestEntry,
@@ -83,12 +83,6 @@ def test_shipped_manifest_official_flux_entry():
     assert "vaskers5/LUA-FLUX" in e.source and "2511.10629" in e.source
     assert e.size is None and e.sha256 is None
     assert e.bundled is None
-
-
-def test_known_families_match_lua_core_families():
-    from lua_core.families import FAMILIES
-
-    assert set(KNOWN_FAMILIES) == set(FAMILIES)
 
 
 # --- validation -------------------------------------------------------------------------------

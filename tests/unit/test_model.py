@@ -10,6 +10,7 @@ from tests.helpers import tiny_config
 from tests.reference_swinir import reference_forward
 
 
+@pytest.mark.slow
 def test_paper_config_matches_official_layout(official_spec):
     net = lua_core.LUANet(lua_core.PAPER_CONFIG)
     sd = net.state_dict()
@@ -29,7 +30,8 @@ def test_light_config_is_small():
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-@pytest.mark.parametrize("size", [(8, 8), (21, 35), (16, 9)])
+@pytest.mark.parametrize("size", [(8, 8), pytest.param((21, 35), marks=pytest.mark.slow),
+                                  pytest.param((16, 9), marks=pytest.mark.slow)])
 def test_matches_plain_implementation(scale, size):
     torch.manual_seed(1)
     net = lua_core.LUANet(tiny_config(4)).eval()
@@ -41,6 +43,7 @@ def test_matches_plain_implementation(scale, size):
     assert (fast - plain).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_paper_structure_matches_plain_implementation():
     """Window 16 with 12 heads and no skip, as in the published config (narrower to stay fast)."""
     torch.manual_seed(2)
@@ -51,6 +54,7 @@ def test_paper_structure_matches_plain_implementation():
         assert (net(z, 4) - reference_forward(net, z, 4)).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_bias_cache_follows_weight_updates():
     torch.manual_seed(3)
     net = lua_core.LUANet(tiny_config(4, skip="none")).eval()

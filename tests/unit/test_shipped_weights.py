@@ -1,5 +1,5 @@
 """The adapters bundled in weights/ against the baselines a user would otherwise pick, on real validation
-photographs decoded with each family's tiny autoencoder (issue 4's shipping bar, checked in CI).
+photographs decoded with each family's tiny autoencoder (the shipping bar, checked in CI).
 
 The ship bar (LPIPS below decode + pixel bicubic's and Lanczos's, PSNR within 0.5 dB of pixel bicubic's,
 at x2 and x4 on 512 px crops) is measured by ``scripts/release_adapter.py``; here every adapter must clearly
@@ -12,6 +12,9 @@ import pytest
 
 from lua_core.checkpoints.manifest import REPO_ROOT, Manifest
 from lua_core.eval import evaluate
+
+# evaluates every adapter in weights/ on real photographs (tens of seconds on a CPU)
+pytestmark = pytest.mark.slow
 
 BUNDLED = [e for e in Manifest.load() if e.bundled is not None]
 IMAGES = 4      # spread over ../shared/data/val

@@ -14,13 +14,14 @@ from lua_core.checkpoints.export import save_checkpoint
 from lua_core.engine.memory import footprint, skip_reserve
 from lua_core.engine.runner import run_network
 from lua_core.families import get_family
+from lua_core.images import center_crop, load_image
+from lua_core.locations import shared_dir
 from lua_core.model.config import LIGHT_CONFIG
 from lua_core.model.network import Chunks, LUANet
-from lua_core.tae import load_tae, shared_dir
-from lua_core.train.data import load_image
-from lua_core.train.finetune import FinetuneConfig, Finetuner, to_tae_skip
-from lua_core.train.photos import PhotoPool, holdout_photos, training_photos
-from lua_core.train.validate import center_crop
+from lua_core.photo_sets import holdout_photos, training_photos
+from lua_core.tae import load_tae
+from lua_core.train.finetune import FinetuneConfig, Finetuner, lpips_weight, to_tae_skip
+from lua_core.train.photos import PhotoPool
 
 REPO = Path(__file__).resolve().parents[2]
 SDXL = REPO / "weights" / "lua_light_sdxl.safetensors"
@@ -46,6 +47,7 @@ def net() -> LUANet:
     return to_tae_skip(SDXL, "sdxl", 0.1)[0].eval()
 
 
+@pytest.mark.slow
 def test_bicubic_skip_checkpoint_converts(tmp_path, tae):
     fam = get_family("sdxl")
     old = LUANet(LIGHT_CONFIG.replace(in_chans=4, in_scale=fam.scale_factor))
@@ -61,6 +63,7 @@ def test_bicubic_skip_checkpoint_converts(tmp_path, tae):
             assert torch.equal(a, b), k
 
 
+@pytest.mark.slow
 def test_teacher_is_the_pixel_bicubic_latent(net, tae, photo_latent):
     with torch.no_grad():
         want = tae.encode(F.interpolate(tae.decode(photo_latent).clamp(0, 1), scale_factor=2, mode="bicubic",
@@ -70,6 +73,7 @@ def test_teacher_is_the_pixel_bicubic_latent(net, tae, photo_latent):
     assert (got - want).abs().max() < 2e-3  # channels-last kernels round differently
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [2, 4])
 def test_tiled_teacher_matches_the_whole_pass(net, photo_latent, scale):
     if scale == 4:
@@ -85,6 +89,7 @@ def test_tiled_teacher_matches_the_whole_pass(net, photo_latent, scale):
     assert (rough - whole).abs().max() > 3e-2
 
 
+@pytest.mark.slow
 def test_network_output_is_teacher_plus_gain_times_residual(net, photo_latent):
     fam = get_family("sdxl")
     z = fam.tae_to_raw(photo_latent)
@@ -98,10 +103,12 @@ def test_network_output_is_teacher_plus_gain_times_residual(net, photo_latent):
         net.skip.gain.fill_(saved)
     assert torch.allclose(out, residual + teacher, atol=1e-4)
     with torch.no_grad():
-        assert (fam.raw_to_tae(only_teacher) - net.skip.teacher(photo_latent, 2)).abs().max() < 2e-3  # raw units are 1/0.13 times larger
+        # raw units are 1/0.13 times larger
+        assert (fam.raw_to_tae(only_teacher) - net.skip.teacher(photo_latent, 2)).abs().max() < 2e-3
     assert (out - only_teacher).abs().mean() > 1e-3  # the residual does something
 
 
+@pytest.mark.slow
 def test_chunked_and_tiled_passes_agree_with_the_plain_one(net, photo_latent):
     z = get_family("sdxl").tae_to_raw(photo_latent)
     with torch.no_grad():
@@ -113,6 +120,7 @@ def test_chunked_and_tiled_passes_agree_with_the_plain_one(net, photo_latent):
     assert (tiled - plain).abs().mean() < 0.02 * plain.abs().mean()
 
 
+@pytest.mark.slow
 def test_file_round_trip_keeps_the_skip(net, photo_latent, tmp_path):
     path = save_checkpoint(net, tmp_path / "tae_skip.safetensors", "sdxl", dtype=torch.float32)
     model = load_model(path, device="cpu", dtype="fp32")
@@ -183,3 +191,11 @@ def test_finetune_runs_exports_and_resumes(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum("start" in r for r in records) == 1
     assert load_model(out / "best.safetensors", device="cpu").config.skip == "tae"
+
+
+def test_x2_head_can_weigh_lpips_apart():
+    """``lpips_x2`` sets the x2 head's LPIPS weight; unset, both heads use ``lpips``."""
+    base = FinetuneConfig(family="sdxl", init="x", lpips=1.0)
+    assert lpips_weight(base, 2) == lpips_weight(base, 4) == 1.0
+    tuned = FinetuneConfig(family="sdxl", init="x", lpips=1.0, lpips_x2=3.0)
+    assert lpips_weight(tuned, 2) == 3.0 and lpips_weight(tuned, 4) == 1.0

@@ -10,17 +10,19 @@ import torch.nn.functional as F
 
 import lua_core
 from lua_core import tae as T
+from lua_core.images import bicubic_down, center_crop, list_images
+from lua_core.locations import REPO_ROOT as REPO
+from lua_core.locations import shared_dir
+from lua_core.metrics.pixel import psnr
 from lua_core.train import config_from_dict, load_config
 from lua_core.train.__main__ import apply_sets
-from lua_core.train.config import REPO, StageConfig
-from lua_core.train.data import (LatentCache, PairMaker, SampleSource, batch_indices, bicubic_down, list_images,
-                                 rank_slice, subcrop)
+from lua_core.train.config import StageConfig
+from lua_core.train.data import LatentCache, PairMaker, SampleSource, batch_indices, rank_slice, subcrop
 from lua_core.train.ema import EMA
 from lua_core.train.metrics import MetricsLog
 from lua_core.train.schedule import choose_heads, milestones
-from lua_core.train.validate import center_crop
 
-SHARED = T.shared_dir()
+SHARED = shared_dir()
 CONFIGS = sorted((REPO / "configs" / "train").glob("*.json"))
 
 
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def val_crop() -> torch.Tensor:
-    from lua_core.train.data import load_image
+    from lua_core.images import load_image
 
     path = sorted((SHARED / "data" / "val").rglob("*.jpg"))[0]
     return center_crop(load_image(path, 128), 128)[None]
@@ -47,11 +49,11 @@ def test_tae_round_trip_per_family(family, val_crop):
         out = tae.decode_raw(raw)
     assert out.shape == val_crop.shape
     # an untrained decoder would be near 10 dB; the distilled ones are far above (ref. README: 29-33 dB at 768 px)
-    assert T.psnr(out, val_crop) > 19.0
+    assert psnr(out, val_crop) > 19.0
     # the latent carries the image: a different image's latent decodes much worse
     with torch.no_grad():
         other = tae.decode(tae.encode(val_crop.flip(-1)))
-    assert T.psnr(other, val_crop) < T.psnr(out, val_crop) - 3
+    assert psnr(other, val_crop) < psnr(out, val_crop) - 3
 
 
 def test_taef2_has_the_groupnorm_branch_and_all_tensors_load():

@@ -9,7 +9,6 @@ import torch
 from lua_core.train import losses as L
 from lua_core.train.losses import stage_loss
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -122,7 +121,7 @@ def test_lpips_term_uses_the_given_network_and_names_a_missing_one():
 
 
 def test_lpips_term_trains_through_the_real_network():
-    from lua_core.eval.perceptual import LPIPS, MetricUnavailable
+    from lua_core.metrics.perceptual import LPIPS, MetricUnavailable
 
     try:
         net = LPIPS("alex")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import lua_core
+from lua_core.locations import REPO_ROOT as REPO
 from lua_core.train import Trainer, config_from_dict, train
-from lua_core.train.config import REPO
 
 TINY_MODEL = {"preset": "light", "overrides": {"embed_dim": 24, "depths": [1, 1], "num_heads": [3, 3], "head_num_feat": 16}}
 
@@ -70,6 +70,7 @@ def quiet(_msg: str) -> None:
     pass
 
 
+@pytest.mark.slow
 def test_tiny_run_loss_goes_down(data_dirs, tmp_path):
     cfg = tiny_cfg(data_dirs, [{"name": "latent", "steps": 40, "batch_size": 4, "lr": 2e-3, "milestones": [0.9]}],
                    data={"val_images": 0})
@@ -87,6 +88,7 @@ def _final_state(out_dir: Path) -> dict:
     return torch.load(out_dir / "state" / "latest.pt", weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", [3, 6])  # mid-stage and exactly at a stage boundary
 def test_resume_is_exact(data_dirs, tmp_path, split):
     cfg = tiny_cfg(data_dirs, THREE_STAGES, data={"val_images": 0})
@@ -147,6 +149,7 @@ def test_transfer_init_replaces_first_and_last_convs(tmp_path):
         transfer_init(lua_core.LUANet(base.replace(embed_dim=36, num_heads=(3,))), p)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one_process(data_dirs, tmp_path):
     stages = [{"name": "latent", "steps": 3, "batch_size": 4, "both_heads_frac": 0.5},
               {"name": "pixel", "steps": 2, "batch_size": 2, "crop": 32, "both_heads_frac": 0.0,

@@ -5,9 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lua_core.tae import load_tae, psnr
+from lua_core.images import bicubic_down
+from lua_core.metrics.pixel import psnr
+from lua_core.tae import load_tae
 from lua_core.train import config_from_dict, train
-from lua_core.train.data import bicubic_down, subcrop
+from lua_core.train.data import subcrop
 from lua_core.train.losses import stage_loss
 from lua_core.train.teacher import cached_teacher_latents, teacher_latents
 
@@ -92,6 +94,7 @@ def test_subcrop_cuts_teacher_latents_like_targets():
     assert torch.equal(out["b2"], out["t2"] + 100)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", [True, False])
 def test_teacher_stage_trains_with_and_without_the_cache(data_dirs, tmp_path, cache):  # noqa: F811
     train_dir, val_dir, cache_dir = data_dirs

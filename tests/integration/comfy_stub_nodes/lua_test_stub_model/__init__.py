@@ -6,11 +6,10 @@ loader: it returns a real ``comfy.model_patcher.ModelPatcher`` around a one-para
 all the LUA nodes read from a MODEL. Loaded only by the test server (``custom_nodes`` entry of its
 extra_model_paths.yaml); never shipped (``.comfyignore`` leaves tests/ out).
 """
-import torch
-
 import comfy.latent_formats
 import comfy.model_management
 import comfy.model_patcher
+import torch
 
 FORMATS = ["SD15", "SDXL", "SD3", "Flux", "Flux2", "Wan21", "HunyuanVideo"]
 

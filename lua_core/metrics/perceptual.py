@@ -1,4 +1,4 @@
-"""Perceptual metrics LPIPS (AlexNet, v0.1) and DISTS, from weights converted by ``fetch_perceptual``.
+"""Perceptual metrics LPIPS (AlexNet, v0.1) and DISTS, from weights converted by ``lua_core.metrics.fetch``.
 
 Weights live in :func:`metrics_dir` (``$LUA_METRICS_DIR`` or ``<repo>/.cache/metrics``) as safetensors:
 
@@ -17,10 +17,11 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ..errors import MetricUnavailable
+from ..locations import cache_dir
 from . import backbones as bb
 
-REPO = Path(__file__).resolve().parents[2]
-FETCH_COMMAND = "python -m lua_core.eval.fetch_perceptual"
+FETCH_COMMAND = "python -m lua_core.metrics.fetch"
 LPIPS_FILES = {"alex": "lpips_alex.safetensors", "vgg": "lpips_vgg.safetensors"}
 DISTS_FILE = "dists.safetensors"
 DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -29,11 +30,10 @@ DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)
 def metrics_dir() -> Path:
     """Folder of the converted perceptual weights: ``$LUA_METRICS_DIR`` or ``<repo>/.cache/metrics``."""
     env = os.environ.get("LUA_METRICS_DIR")
-    return Path(env) if env else REPO / ".cache" / "metrics"
+    return Path(env) if env else cache_dir() / "metrics"
 
 
-class MetricUnavailable(RuntimeError):
-    """A perceptual metric cannot run here (weights not fetched); the message says what to run."""
+
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:

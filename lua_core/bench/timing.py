@@ -1,0 +1,45 @@
+"""Clock and memory readings shared by the timed runs of a case process."""
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def spec_device(spec: dict) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype a case spec names."""
+    return torch.device(spec["device"]), getattr(torch, spec["dtype"])
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work so a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """``fn()``'s result and its seconds, device work included."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def reset_device_peak(device: torch.device) -> None:
+    """Start a fresh ``max_memory_allocated`` window on CUDA (no-op elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def record_device_peak(result: dict, device: torch.device) -> None:
+    """Add ``max_allocated_mb`` to ``result`` on CUDA."""
+    if device.type == "cuda":
+        result["max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20

@@ -1,5 +1,0 @@
-"""Exceptions raised by the inference engine."""
-
-
-class UpscaleCancelled(RuntimeError):
-    """The caller's cancellation hook asked the upscale to stop."""
