@@ -5,7 +5,7 @@ Examples::
     python -m lua_core.eval --checkpoint weights/lua_light_flux1.safetensors --images-count 12 --threads 1
     python -m lua_core.eval --checkpoint lua_light_flux1.safetensors          # a weights_manifest.json name
     python -m lua_core.eval --family sdxl --no-lua                            # baselines only
-    python -m lua_core.metrics.fetch                                  # once: LPIPS / DISTS weights
+    python -m lua_core.metrics.fetch                                          # once: LPIPS / DISTS weights
 
 Writes ``results.json``, ``results.md`` and ``crops.jpg`` to ``--out`` (default ``docs/eval/<family>``).
 """

@@ -27,30 +27,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def apply_sets(data: dict, sets: Sequence[str]) -> dict:
-    """Apply ``a.b.0.c=<json>`` overrides to a config dict (list indices allowed)."""
-    for item in sets:
-        key, _, value = item.partition("=")
-        try:
-            val = json.loads(value)
-        except json.JSONDecodeError:
-            val = value
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = val
-        else:
-            node[last] = val
-    return data
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from . import Trainer
-    from .config import config_from_dict
+    from .config import apply_sets, config_from_dict
 
     data = json.loads(Path(args.config).read_text())
     data = apply_sets(data, args.set)

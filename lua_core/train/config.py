@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from ..families import LatentFamily, get_family
 from ..locations import cache_dir, expand_path
@@ -224,3 +224,23 @@ def load_config(path: str | Path, overrides: Optional[Mapping[str, Any]] = None)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}: not valid JSON: {exc}") from exc
     return config_from_dict(data, overrides)
+
+
+def apply_sets(data: dict, sets: Sequence[str]) -> dict:
+    """Apply ``a.b.0.c=<json>`` overrides to a config dict (list indices allowed)."""
+    for item in sets:
+        key, _, value = item.partition("=")
+        try:
+            val = json.loads(value)
+        except json.JSONDecodeError:
+            val = value
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = val
+        else:
+            node[last] = val
+    return data

@@ -38,6 +38,7 @@ from ..model.detect import infer_config
 from ..model.network import LUANet
 from ..photo_sets import holdout_photos, pick_val_images, spread, training_photos
 from ..tae import load_tae
+from .config import apply_sets
 from .ema import EMA
 from .losses import fft_l1
 from .photos import PhotoPool
@@ -285,10 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a FinetuneConfig field")
     args = p.parse_args(argv)
-    fields = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        fields[key] = json.loads(value)
+    fields = apply_sets({}, args.set)
     state_path = Path(args.out) / "state.pt"
     state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
     if state is not None:

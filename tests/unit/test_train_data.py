@@ -15,8 +15,7 @@ from lua_core.locations import REPO_ROOT as REPO
 from lua_core.locations import shared_dir
 from lua_core.metrics.pixel import psnr
 from lua_core.train import config_from_dict, load_config
-from lua_core.train.__main__ import apply_sets
-from lua_core.train.config import StageConfig
+from lua_core.train.config import StageConfig, apply_sets
 from lua_core.train.data import LatentCache, PairMaker, SampleSource, batch_indices, rank_slice, subcrop
 from lua_core.train.ema import EMA
 from lua_core.train.metrics import MetricsLog
