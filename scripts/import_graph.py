@@ -16,7 +16,8 @@ PACKAGES = ("lua_core", "nodes")
 
 # Floors, lowest first.  A module may import only from its own floor or the floors below it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ground", ("lua_core.errors", "lua_core.locations", "lua_core.images", "lua_core.photo_sets", "lua_core.dtypes")),
+    ("ground", ("lua_core.errors", "lua_core.locations", "lua_core.images", "lua_core.photo_sets", "lua_core.dtypes",
+                "lua_core.clock")),
     ("model", ("lua_core.families", "lua_core.model", "lua_core.tae")),
     ("runtime", ("lua_core.checkpoints", "lua_core.engine", "lua_core.api")),
     ("metrics", ("lua_core.metrics",)),
@@ -25,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("comfyui", ("nodes", "__init__")),
 )
 RUNTIME = ("lua_core.errors", "lua_core.locations", "lua_core.images", "lua_core.photo_sets", "lua_core.dtypes",
+           "lua_core.clock",
            "lua_core.families",
            "lua_core.model",
            "lua_core.tae", "lua_core.checkpoints", "lua_core.engine", "lua_core.api")

@@ -8,10 +8,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..clock import timed
 from ..engine.runner import run_network
 from ..model import LUANet
 from .models import decoder_for, family_channels, lua_config
-from .timing import peak_rss_mb, record_device_peak, reset_device_peak, spec_device, timed
+from .timing import peak_rss_mb, record_device_peak, reset_device_peak, spec_device
 
 Stage = tuple[str, Callable[[Any], Any]]
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import resource
-import time
-from typing import Any, Callable
 
 import torch
 
@@ -11,21 +9,6 @@ import torch
 def spec_device(spec: dict) -> tuple[torch.device, torch.dtype]:
     """The device and dtype a case spec names."""
     return torch.device(spec["device"]), getattr(torch, spec["dtype"])
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued device work so a wall-clock reading covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """``fn()``'s result and its seconds, device work included."""
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - t0
 
 
 def peak_rss_mb() -> float:

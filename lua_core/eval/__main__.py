@@ -5,6 +5,7 @@ Examples::
     python -m lua_core.eval --checkpoint weights/lua_light_flux1.safetensors --images-count 12 --threads 1
     python -m lua_core.eval --checkpoint lua_light_flux1.safetensors          # a weights_manifest.json name
     python -m lua_core.eval --family sdxl --no-lua                            # baselines only
+    python -m lua_core.eval --checkpoint new.safetensors --reuse-baselines docs/eval/sdxl  # score LUA only
     python -m lua_core.metrics.fetch                                          # once: LPIPS / DISTS weights
 
 Writes ``results.json``, ``results.md`` and ``crops.jpg`` to ``--out`` (default ``docs/eval/<family>``).
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-perceptual", action="store_true", help="skip LPIPS and DISTS")
     p.add_argument("--metrics-dir", default=None, help="converted perceptual weights (default $LUA_METRICS_DIR "
                                                        "or .cache/metrics)")
+    p.add_argument("--reuse-baselines", default=None, metavar="REPORT",
+                   help="an earlier results.json (or its folder) on the same images and settings: take its baseline "
+                        "rows instead of scoring them again (each is checked by its PSNR)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -80,6 +84,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           only_paths=args.paths.split(",") if args.paths else None,
                           perceptual=not args.no_perceptual, device=args.device,
                           metrics_root=expand_path(args.metrics_dir),
+                          reuse_baselines=expand_path(args.reuse_baselines),
                           log=None if args.quiet else (lambda m: print(m, flush=True)))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

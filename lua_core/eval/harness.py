@@ -6,6 +6,7 @@ over images; stage times are medians over images.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -168,6 +169,55 @@ class _Scorer:
         return row
 
 
+class _Reuse:
+    """Baseline rows of an earlier report on the same images, crop, family and decoder.
+
+    The baselines do not depend on the checkpoint, so a candidate's evaluation scores only its own path
+    and takes the others' rows from the earlier report.  Each reused row is checked: the path's image is
+    still made and its PSNR must match the stored one.
+    """
+
+    TOLERANCE_DB = 0.01
+
+    def __init__(self, source: Union[str, Path]) -> None:
+        self.source = Path(source)
+        if self.source.is_dir():
+            self.source = self.source / "results.json"
+        if not self.source.is_file():
+            raise FileNotFoundError(f"no earlier report to reuse baselines from: {self.source}")
+        self.report = json.loads(self.source.read_text())
+        self.per_image: dict[str, dict[str, dict[str, list]]] = self.report["per_image"]
+
+    def check(self, fam: LatentFamily, decoder: str, folder: Path, files: Sequence[Path], crop: int,
+              scales: Sequence[int], metric_names: Sequence[str]) -> None:
+        """Refuse a report made on other images, crop, scales, family, decoder or metrics."""
+        old, names = self.report, [str(p.relative_to(folder)) for p in files]
+        wanted = {"family": fam.name, "decoder": decoder, "crop": crop, "image names": names}
+        found = {"family": old["family"], "decoder": old["decoder"], "crop": old["images"]["crop"],
+                 "image names": old["images"]["names"]}
+        for key, value in wanted.items():
+            if found[key] != value:
+                shown = "" if key == "image names" else f" ({found[key]!r}; this run: {value!r})"
+                raise ValueError(f"{self.source} was made with other {key}{shown}; baselines can only be reused "
+                                 f"from a report on the same images and settings")
+        missing = [f"x{s}" for s in scales if f"x{s}" not in self.per_image]
+        unscored = [m for m in metric_names if old["metrics"].get(m) != "ok"]
+        if missing or unscored:
+            raise ValueError(f"{self.source} lacks {', '.join(missing + unscored)}; evaluate without reusing baselines")
+
+    def paths(self) -> set[str]:
+        """The paths whose rows can be reused (every path of the report but LUA)."""
+        return {p for rows in self.per_image.values() for p in rows if p != LUA}
+
+    def row(self, scale_key: str, path: str, index: int, psnr_now: float, image: str) -> dict[str, float]:
+        """The stored row of one image, after checking its PSNR against the image made now."""
+        stored = {k: v[index] for k, v in self.per_image[scale_key][path].items()}
+        if abs(stored["psnr"] - psnr_now) > self.TOLERANCE_DB:
+            raise ValueError(f"{path} {scale_key} on {image} measures {psnr_now:.3f} dB now and {stored['psnr']:.3f} dB "
+                             f"in {self.source}; the baselines differ, so evaluate without reusing them")
+        return stored
+
+
 @dataclass
 class _Measurements:
     """Per-image rows (``per_image[x{s}][path][metric]``), the HR sharpness and the picture's tiles."""
@@ -178,18 +228,28 @@ class _Measurements:
 
 
 def _measure(files: Sequence[Path], crop: int, scales: tuple[int, ...], paths: tuple[str, ...], runner: PathRunner,
-             scorer: _Scorer, dev: torch.device, say: Callable[[str], None]) -> _Measurements:
-    """Run every path on every image at every scale and score it."""
+             scorer: _Scorer, dev: torch.device, say: Callable[[str], None],
+             reuse: Optional[_Reuse] = None) -> _Measurements:
+    """Run every path on every image at every scale and score it (or take its checked row from ``reuse``)."""
     keys = scorer.metric_names + TIME_KEYS
     got = _Measurements({f"x{s}": {p: {m: [] for m in keys} for p in paths} for s in scales})
+    reused = reuse.paths() if reuse is not None else set()
+
+    def score(path: str, result: PathResult, hr: torch.Tensor, refs: dict[str, Any], key: str, i: int) -> dict:
+        if path in reused:
+            return reuse.row(key, path, i, M.psnr(result.image, hr), files[i].name)  # type: ignore[union-attr]
+        return scorer(result, hr, refs)
+
     for i, f in enumerate(files):
         hr = center_crop(load_image(f, crop), crop)[None].to(dev)
-        refs = scorer.references(hr)
+        refs = scorer.references(hr) if set(paths) - reused else {}
         got.hr_lapvar.append(M.laplacian_variance(hr))
-        ceiling_row = scorer(runner.ceiling(hr), hr, refs)
+        ceiling = runner.ceiling(hr) if CEILING in paths else None
         for s in scales:
             outs, base = runner.run(hr, s, paths)
-            rows = {CEILING: ceiling_row, **{p: scorer(r, hr, refs) for p, r in outs.items()}}
+            rows = {p: score(p, r, hr, refs, f"x{s}", i) for p, r in outs.items()}
+            if ceiling is not None:
+                rows[CEILING] = score(CEILING, ceiling, hr, refs, f"x{s}", i)
             for p in paths:
                 for k, v in rows[p].items():
                     got.per_image[f"x{s}"][p][k].append(v)
@@ -226,13 +286,16 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
              count: int = 12, *, out_dir: Union[str, Path, None] = None, perceptual: bool = True,
              device: Union[str, torch.device] = "cpu", metrics_root: Union[str, Path, None] = None,
              tae: Any = None, log: Optional[Callable[[str], None]] = None,
-             only_paths: Optional[Sequence[str]] = None) -> dict[str, Any]:
+             only_paths: Optional[Sequence[str]] = None,
+             reuse_baselines: Union[str, Path, None] = None) -> dict[str, Any]:
     """Evaluate LUA and the baselines; returns the JSON-able result (and writes the reports to ``out_dir``).
 
     ``checkpoint``: a path, a manifest name, a loaded :class:`LUAModel`, or None (baselines only; then
     ``family`` is required).  ``family`` defaults to the checkpoint's; ``{family}`` in ``out_dir`` is replaced.
     ``tae`` overrides the decoder (default: the family's tiny autoencoder).  ``perceptual=False`` skips
     LPIPS/DISTS; ``only_paths`` limits the paths run (the ceiling is always part of the report when listed).
+    ``reuse_baselines``: an earlier report (``results.json`` or its folder) on the same images and settings
+    whose baseline rows are taken instead of scoring those paths again (each checked by its PSNR).
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -249,13 +312,18 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     nets, unavailable = load_perceptual(dev, metrics_root) if perceptual else ({}, {
         n: "not computed (--no-perceptual)" for n in PERCEPTUAL_NAMES})
     scorer = _Scorer(nets)
-    say(f"{fam.label}: {len(files)} images, crop {crop}, scales {list(scales)}, paths {', '.join(paths)}; "
-        f"perceptual: {', '.join(nets) or 'none'}")
-    got = _measure(files, crop, scales, paths, runner, scorer, dev, say)
     decoder_name = getattr(ae, "name", type(ae).__name__)
+    decoder = f"{decoder_name} (tiny autoencoder)" if tae is None else decoder_name
+    reuse = _Reuse(reuse_baselines) if reuse_baselines is not None else None
+    if reuse is not None:
+        reuse.check(fam, decoder, folder, files, crop, scales, scorer.metric_names)
+    say(f"{fam.label}: {len(files)} images, crop {crop}, scales {list(scales)}, paths {', '.join(paths)}; "
+        f"perceptual: {', '.join(nets) or 'none'}"
+        + (f"; baselines reused from {reuse.source}" if reuse is not None else ""))
+    got = _measure(files, crop, scales, paths, runner, scorer, dev, say, reuse)
     result: dict[str, Any] = {
         "family": fam.name, "family_label": fam.label, "checkpoint": ckpt_info,
-        "decoder": f"{decoder_name} (tiny autoencoder)" if tae is None else decoder_name,
+        "decoder": decoder,
         "images": {"dir": _rel(folder), "count": len(files), "names": [str(p.relative_to(folder)) for p in files],
                    "crop": crop},
         "scales": list(scales), "paths": list(paths), "labels": {p: LABELS[p] for p in paths},
@@ -266,6 +334,9 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
         "picture": {"image": got.picture.name, "columns": [c for c, _ in PICTURE_COLUMNS if c != LUA or model]},
         "environment": _environment(dev),
     }
+    if reuse is not None:
+        result["baselines_reused_from"] = {"report": _rel(reuse.source), "date": reuse.report["environment"]["date"],
+                                           "paths": sorted(reuse.paths() & set(paths))}
     result["wall_time_s"] = round(time.perf_counter() - t_start, 2)
     if out_dir is not None:
         out = Path(str(out_dir).replace("{family}", fam.name))

@@ -6,14 +6,14 @@ Latent operations run on the ComfyUI LATENT of the family (packed for FLUX.2), a
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..api import LUAModel, upscale
+from ..clock import timed
 from ..families import LatentFamily
 from ..images import bicubic_down
 from .baselines import LATENT_METHODS, PIXEL_METHODS, latent_upscale, pixel_upscale
@@ -45,20 +45,6 @@ class PathResult:
     @property
     def total(self) -> float:
         return sum(self.times.values())
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """``(fn(), seconds)`` with the device synchronised around the call."""
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return out, time.perf_counter() - t0
 
 
 class PathRunner:

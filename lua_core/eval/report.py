@@ -54,6 +54,10 @@ def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
                  f"(HR Laplacian variance {_fmt(result.get('hr_lapvar'), 1)})")
     lines.append(f"- run: torch {env['torch']}, {env['device']}, {env['threads']} thread(s), "
                  f"{env['date']}, {result['wall_time_s']:.0f} s in all")
+    reused = result.get("baselines_reused_from")
+    if reused:
+        lines.append(f"- rows of {', '.join(reused['paths'])}: reused from `{reused['report']}` ({reused['date']}), "
+                     "each checked by its PSNR; their times are from that run")
     for k, _, _ in METRIC_HEADERS:
         if status.get(k, "ok") != "ok":
             lines.append(f"- {k.upper()}: {status[k]}")

@@ -3,7 +3,8 @@
 Entry point: ``python -m lua_core.train --config configs/train/<file>.json``.
 """
 from .config import StageConfig, TrainConfig, config_from_dict, load_config
-from .trainer import Trainer, transfer_init
+from .trainer import Trainer
+from .warm_start import transfer_init
 
 __all__ = ["TrainConfig", "StageConfig", "load_config", "config_from_dict", "Trainer", "transfer_init", "train"]
 

@@ -42,6 +42,7 @@ from .config import apply_sets
 from .ema import EMA
 from .losses import fft_l1
 from .photos import PhotoPool
+from .warm_start import transfer_init
 
 
 @dataclass
@@ -92,16 +93,14 @@ def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dic
         return net, {"from": Path(path).name, "converted": False}
     net = LUANet(cfg.replace(skip="tae", tae_groupnorm=fam.name == "flux2",
                              in_scale=fam.scale_factor, in_shift=fam.shift_factor))
-    own = net.state_dict()
-    trunk = {k: v.to(own[k].dtype) for k, v in raw.tensors.items() if k in own and own[k].shape == v.shape}
-    net.load_state_dict(trunk, strict=False)
+    loaded = transfer_init(net, path)["loaded"]
     tae = load_tae(fam)
     assert net.skip is not None
     net.skip.encoder.load_state_dict(tae.encoder.state_dict())
     net.skip.decoder.load_state_dict(tae.decoder.state_dict())
     with torch.no_grad():
         net.skip.gain.fill_(gain)
-    return net, {"from": Path(path).name, "converted": True, "loaded": len(trunk)}
+    return net, {"from": Path(path).name, "converted": True, "loaded": loaded}
 
 
 class Validator:
@@ -184,6 +183,8 @@ class Finetuner:
         self.step, self.best, self.history, self.seconds = 0, math.inf, [], 0.0
         if self.state is not None:
             self.opt.load_state_dict(self.state["opt"])
+            for group in self.opt.param_groups:  # the saved groups carry the old rate; --set lr must win
+                group["lr"] = cfg.lr
             self.ema.load_state_dict(self.state["ema"])
             self.step, self.best = self.state["step"], self.state["best"]
             self.history, self.seconds = self.state["history"], self.state["seconds"]
@@ -246,6 +247,7 @@ class Finetuner:
         self.history.append(record)
         self.log({"val": record})
         self.export("latest.safetensors", val)
+        self.export(f"step_{self.step:05d}.safetensors", val)  # every validated step stays selectable
         if val["score"] < self.best:
             self.best = val["score"]
             self.export("best.safetensors", val)
@@ -280,7 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m lua_core.train.finetune", description=__doc__.split("\n")[0])
     p.add_argument("--family", required=True)
     p.add_argument("--init", help="starting checkpoint (needed for a new run; ignored when <out>/state.pt exists)")
-    p.add_argument("--out", required=True, help="run folder (state.pt, metrics.jsonl, best/latest.safetensors)")
+    p.add_argument("--out", required=True, help="run folder (state.pt, metrics.jsonl, best/latest/step_N.safetensors)")
     p.add_argument("--seconds", type=float, default=3600, help="wall-time budget of this stint")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--threads", type=int, default=1)

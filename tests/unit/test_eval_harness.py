@@ -111,3 +111,31 @@ def test_holdout_set_and_path_subset(tmp_path, one_torch_thread):
     assert result["paths"] == ["vae_ceiling", "pixel_bicubic"]
     held = {str(p.relative_to(shared_dir() / "data" / "train")) for p in holdout_photos(shared_dir() / "data" / "train")}
     assert len(result["images"]["names"]) == 2 and set(result["images"]["names"]) <= held
+
+
+def test_baselines_reused_from_an_earlier_report(tmp_path, one_torch_thread):
+    """A candidate's evaluation takes the baseline rows of an earlier report and scores only LUA afresh."""
+    sd15 = REPO / "weights" / "lua_light_sd15.safetensors"
+    kw = dict(perceptual=False, only_paths=["lua", "pixel_bicubic", "latent_bicubic", "vae_ceiling"])
+    full = evaluate(None, sd15, "holdout", (2,), 64, 2, out_dir=tmp_path / "full", **kw)
+    report_path = tmp_path / "full" / "results.json"
+    report = json.loads(report_path.read_text())
+    report["per_image"]["x2"]["pixel_bicubic"]["ssim"][0] = 0.123  # only a reused row can carry this
+    report_path.write_text(json.dumps(report))
+
+    again = evaluate(None, sd15, "holdout", (2,), 64, 2, out_dir=tmp_path / "again", reuse_baselines=tmp_path / "full", **kw)
+    assert again["baselines_reused_from"]["paths"] == ["latent_bicubic", "pixel_bicubic", "vae_ceiling"]
+    assert again["per_image"]["x2"]["pixel_bicubic"]["ssim"][0] == 0.123
+    for path in full["paths"]:
+        assert again["per_image"]["x2"][path]["psnr"] == pytest.approx(full["per_image"]["x2"][path]["psnr"], abs=1e-6)
+    assert again["per_image"]["x2"]["lua"]["ssim"] == pytest.approx(full["per_image"]["x2"]["lua"]["ssim"], abs=1e-6)
+    assert "reused from" in (tmp_path / "again" / "results.md").read_text()
+
+    with pytest.raises(ValueError, match="other crop"):
+        evaluate(None, sd15, "holdout", (2,), 128, 2, reuse_baselines=tmp_path / "full", **kw)
+    with pytest.raises(ValueError, match="other image names"):
+        evaluate(None, sd15, "holdout", (2,), 64, 3, reuse_baselines=tmp_path / "full", **kw)
+    report["per_image"]["x2"]["pixel_bicubic"]["psnr"][1] += 0.5  # a baseline that no longer matches
+    report_path.write_text(json.dumps(report))
+    with pytest.raises(ValueError, match="pixel_bicubic x2 .* baselines differ"):
+        evaluate(None, sd15, "holdout", (2,), 64, 2, reuse_baselines=tmp_path / "full", **kw)

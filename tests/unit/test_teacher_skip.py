@@ -1,6 +1,7 @@
 """The ``tae`` teacher skip: what it computes, its tiles, the network around it, its files and its fine-tune."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -185,7 +186,11 @@ def test_finetune_runs_exports_and_resumes(tmp_path):
     assert (out / "best.safetensors").is_file() and (out / "state.pt").is_file()
     first = torch.load(out / "state.pt", weights_only=False)
     assert first["step"] == 2 and len(first["history"]) == 2  # step 0 and step 2
-    Finetuner(cfg, out, threads=1).run(seconds=600, max_steps=3)
+    assert sorted(p.name for p in out.glob("step_*.safetensors")) == ["step_00000.safetensors", "step_00002.safetensors"]
+    slower = dataclasses.replace(cfg, lr=cfg.lr / 4)
+    resumed = Finetuner(slower, out, threads=1)
+    assert {g["lr"] for g in resumed.opt.param_groups} == {cfg.lr / 4}  # the saved optimizer's rate is overridden
+    resumed.run(seconds=600, max_steps=3)
     state = torch.load(out / "state.pt", weights_only=False)
     assert state["step"] == 3 and len(state["history"]) == 2
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
