@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lua", action="store_true", help="baselines only (no checkpoint; needs --family)")
     p.add_argument("--scales", type=_scales, default=(2, 4), help="comma list (default 2,4)")
     p.add_argument("--crop", type=int, default=256, help="centre crop in px (default %(default)s)")
+    p.add_argument("--native", action="store_true",
+                   help="enlarge nothing: an image whose short side is below --crop gets a smaller crop (its short "
+                        "side rounded down to whole latent cells), so the ground truth holds no interpolated pixels")
     p.add_argument("--images-count", type=int, default=12, help="images, spread over the folder (default %(default)s)")
     p.add_argument("--out", default=None, help="report folder; {family} is replaced (default docs/eval/{family})")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
@@ -84,7 +87,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           only_paths=args.paths.split(",") if args.paths else None,
                           perceptual=not args.no_perceptual, device=args.device,
                           metrics_root=expand_path(args.metrics_dir),
-                          reuse_baselines=expand_path(args.reuse_baselines),
+                          reuse_baselines=expand_path(args.reuse_baselines), native=args.native,
                           log=None if args.quiet else (lambda m: print(m, flush=True)))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

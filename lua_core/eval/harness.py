@@ -1,7 +1,9 @@
 """``evaluate()``: run every path over an image folder for one family and checkpoint, collect metrics and times.
 
 Images: ``count`` files spread evenly over the sorted folder (``photo_sets.pick_val_images``), each
-centre-cropped to ``crop`` px (short sides below ``crop`` are first enlarged, bicubic).  Metrics are means
+centre-cropped to ``crop`` px (short sides below ``crop`` are first enlarged, bicubic; with ``native`` they are
+not: such an image's crop is its short side rounded down to whole latent cells, so the ground truth holds no
+interpolated pixels).  Metrics are means
 over images; stage times are medians over images.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from ..api import LUAModel, load_model
 from ..checkpoints.manifest import file_sha256
 from ..families import LatentFamily, get_family
-from ..images import center_crop, load_image
+from ..images import center_crop, load_image, short_side
 from ..locations import REPO_ROOT as REPO
 from ..locations import shared_dir
 from ..metrics import pixel as M
@@ -125,6 +127,24 @@ def _open_checkpoint(checkpoint: Union[str, Path, LUAModel], family: Optional[st
     return model, info
 
 
+def crop_unit(fam: LatentFamily, scales: Sequence[int]) -> int:
+    """The px a crop side must be a multiple of: whole latent cells of the LR image at the largest scale."""
+    return 8 * fam.pack * max(scales)
+
+
+def crop_sizes(files: Sequence[Path], crop: int, unit: int, native: bool) -> list[int]:
+    """Each image's crop side: ``crop``, or with ``native`` at most its short side (rounded down to ``unit``)."""
+    if not native:
+        return [crop] * len(files)
+    sizes = []
+    for f in files:
+        side = min(crop, short_side(f) // unit * unit)
+        if side < unit:
+            raise ValueError(f"{f} is smaller than one crop unit ({unit} px); leave it out or drop --native")
+        sizes.append(side)
+    return sizes
+
+
 def _check_request(fam: LatentFamily, model: Optional[LUAModel], scales: Sequence[int], crop: int) -> tuple[int, ...]:
     """The scales as integers, after checking them and the crop against the family and the adapter."""
     scales = tuple(int(s) for s in scales)
@@ -132,7 +152,7 @@ def _check_request(fam: LatentFamily, model: Optional[LUAModel], scales: Sequenc
         raise ValueError(f"scales must be integers >= 2, got {scales}")
     if model is not None and any(s > max(model.scales) for s in scales):
         raise ValueError(f"scales {scales} exceed the checkpoint's largest head x{max(model.scales)}")
-    unit = 8 * fam.pack * max(scales)
+    unit = crop_unit(fam, scales)
     if crop <= 0 or crop % unit:
         raise ValueError(f"crop must be a positive multiple of {unit} px for {fam.label} at x{max(scales)} "
                          f"(the LR crop must be whole latent cells), got {crop}")
@@ -188,13 +208,13 @@ class _Reuse:
         self.report = json.loads(self.source.read_text())
         self.per_image: dict[str, dict[str, dict[str, list]]] = self.report["per_image"]
 
-    def check(self, fam: LatentFamily, decoder: str, folder: Path, files: Sequence[Path], crop: int,
+    def check(self, fam: LatentFamily, decoder: str, folder: Path, files: Sequence[Path], crop: int, native: bool,
               scales: Sequence[int], metric_names: Sequence[str]) -> None:
         """Refuse a report made on other images, crop, scales, family, decoder or metrics."""
         old, names = self.report, [str(p.relative_to(folder)) for p in files]
-        wanted = {"family": fam.name, "decoder": decoder, "crop": crop, "image names": names}
+        wanted = {"family": fam.name, "decoder": decoder, "crop": crop, "native crops": native, "image names": names}
         found = {"family": old["family"], "decoder": old["decoder"], "crop": old["images"]["crop"],
-                 "image names": old["images"]["names"]}
+                 "native crops": old["images"].get("native", False), "image names": old["images"]["names"]}
         for key, value in wanted.items():
             if found[key] != value:
                 shown = "" if key == "image names" else f" ({found[key]!r}; this run: {value!r})"
@@ -227,7 +247,7 @@ class _Measurements:
     picture: _Picture = field(default_factory=_Picture)
 
 
-def _measure(files: Sequence[Path], crop: int, scales: tuple[int, ...], paths: tuple[str, ...], runner: PathRunner,
+def _measure(files: Sequence[Path], crops: Sequence[int], scales: tuple[int, ...], paths: tuple[str, ...], runner: PathRunner,
              scorer: _Scorer, dev: torch.device, say: Callable[[str], None],
              reuse: Optional[_Reuse] = None) -> _Measurements:
     """Run every path on every image at every scale and score it (or take its checked row from ``reuse``)."""
@@ -241,7 +261,7 @@ def _measure(files: Sequence[Path], crop: int, scales: tuple[int, ...], paths: t
         return scorer(result, hr, refs)
 
     for i, f in enumerate(files):
-        hr = center_crop(load_image(f, crop), crop)[None].to(dev)
+        hr = center_crop(load_image(f, crops[i]), crops[i])[None].to(dev)
         refs = scorer.references(hr) if set(paths) - reused else {}
         got.hr_lapvar.append(M.laplacian_variance(hr))
         ceiling = runner.ceiling(hr) if CEILING in paths else None
@@ -287,7 +307,7 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
              device: Union[str, torch.device] = "cpu", metrics_root: Union[str, Path, None] = None,
              tae: Any = None, log: Optional[Callable[[str], None]] = None,
              only_paths: Optional[Sequence[str]] = None,
-             reuse_baselines: Union[str, Path, None] = None) -> dict[str, Any]:
+             reuse_baselines: Union[str, Path, None] = None, native: bool = False) -> dict[str, Any]:
     """Evaluate LUA and the baselines; returns the JSON-able result (and writes the reports to ``out_dir``).
 
     ``checkpoint``: a path, a manifest name, a loaded :class:`LUAModel`, or None (baselines only; then
@@ -296,6 +316,7 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     LPIPS/DISTS; ``only_paths`` limits the paths run (the ceiling is always part of the report when listed).
     ``reuse_baselines``: an earlier report (``results.json`` or its folder) on the same images and settings
     whose baseline rows are taken instead of scoring those paths again (each checked by its PSNR).
+    ``native``: no image is enlarged; one whose short side is below ``crop`` gets a smaller crop.
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -306,6 +327,7 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     fam = model.family if model is not None else get_family(family)  # type: ignore[arg-type]
     scales = _check_request(fam, model, scales, crop)
     folder, files = _pick_images(images_dir, count)
+    crops = crop_sizes(files, crop, crop_unit(fam, scales), native)
     ae = tae if tae is not None else load_tae(fam, device=dev)
     runner = PathRunner(ae, fam, model, dev)
     paths = runner.paths() if only_paths is None else tuple(p for p in runner.paths() if p in only_paths)
@@ -316,16 +338,16 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     decoder = f"{decoder_name} (tiny autoencoder)" if tae is None else decoder_name
     reuse = _Reuse(reuse_baselines) if reuse_baselines is not None else None
     if reuse is not None:
-        reuse.check(fam, decoder, folder, files, crop, scales, scorer.metric_names)
+        reuse.check(fam, decoder, folder, files, crop, native, scales, scorer.metric_names)
     say(f"{fam.label}: {len(files)} images, crop {crop}, scales {list(scales)}, paths {', '.join(paths)}; "
         f"perceptual: {', '.join(nets) or 'none'}"
         + (f"; baselines reused from {reuse.source}" if reuse is not None else ""))
-    got = _measure(files, crop, scales, paths, runner, scorer, dev, say, reuse)
+    got = _measure(files, crops, scales, paths, runner, scorer, dev, say, reuse)
     result: dict[str, Any] = {
         "family": fam.name, "family_label": fam.label, "checkpoint": ckpt_info,
         "decoder": decoder,
         "images": {"dir": _rel(folder), "count": len(files), "names": [str(p.relative_to(folder)) for p in files],
-                   "crop": crop},
+                   "crop": crop, **({"native": True, "crops": crops} if native else {})},
         "scales": list(scales), "paths": list(paths), "labels": {p: LABELS[p] for p in paths},
         "metrics": {**{m: "ok" for m in scorer.metric_names}, **unavailable}, "fetch_command": FETCH_COMMAND,
         "hr_lapvar": _mean(got.hr_lapvar),

@@ -50,7 +50,14 @@ def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
     lines.append(f"- checkpoint: {ck['description'] if ck else 'none (baselines only)'}"
                  + (f" · sha256 `{ck['sha256'][:12]}…`" if ck and ck.get("sha256") else ""))
     lines.append(f"- decoder: {result['decoder']}")
-    lines.append(f"- images: {img['count']} from `{img['dir']}`, centre crops {img['crop']} px "
+    if img.get("native"):
+        small = sorted({c for c in img["crops"] if c < img["crop"]})
+        crops = (f"centre crops of {img['crop']} px at native resolution (nothing enlarged"
+                 + (f"; {sum(c < img['crop'] for c in img['crops'])} smaller images cropped to "
+                    f"{', '.join(map(str, small))} px" if small else "") + ")")
+    else:
+        crops = f"centre crops {img['crop']} px"
+    lines.append(f"- images: {img['count']} from `{img['dir']}`, {crops} "
                  f"(HR Laplacian variance {_fmt(result.get('hr_lapvar'), 1)})")
     lines.append(f"- run: torch {env['torch']}, {env['device']}, {env['threads']} thread(s), "
                  f"{env['date']}, {result['wall_time_s']:.0f} s in all")
@@ -67,7 +74,8 @@ def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
     for s in result["scales"]:
         key = f"x{s}"
         lr = img["crop"] // s
-        lines += [f"## x{s} ({lr} px → {img['crop']} px)", ""]
+        upto = "up to " if img.get("native") else ""
+        lines += [f"## x{s} ({upto}{lr} px → {upto}{img['crop']} px)", ""]
         head = ["path"] + [h for _, h, _ in shown] + ["Laplacian var.", "encode ms", "upscale ms", "decode ms",
                                                      "total ms"]
         lines.append("| " + " | ".join(head) + " |")

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lua_core.eval import ALL_PATHS, evaluate, resolve_checkpoint
@@ -139,3 +140,33 @@ def test_baselines_reused_from_an_earlier_report(tmp_path, one_torch_thread):
     report_path.write_text(json.dumps(report))
     with pytest.raises(ValueError, match="pixel_bicubic x2 .* baselines differ"):
         evaluate(None, sd15, "holdout", (2,), 64, 2, reuse_baselines=tmp_path / "full", **kw)
+
+
+def test_native_crops_enlarge_nothing(tmp_path, one_torch_thread):
+    """With ``native`` an image smaller than the crop keeps its own pixels: a smaller crop, never an enlargement."""
+    from PIL import Image
+
+    from lua_core.eval.harness import crop_sizes
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (w, h) in {"a_big.png": (200, 160), "b_small.png": (150, 100)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype="uint8")).save(folder / name)
+    files = sorted(folder.iterdir())
+    assert crop_sizes(files, 128, 32, native=False) == [128, 128]
+    assert crop_sizes(files, 128, 32, native=True) == [128, 96]
+    with pytest.raises(ValueError, match="smaller than one crop unit"):
+        crop_sizes(files, 128, 128, native=True)
+
+    kw = dict(perceptual=False, only_paths=["pixel_bicubic", "vae_ceiling"])
+    native = evaluate("sd15", None, folder, (2,), 128, 2, out_dir=tmp_path / "native", native=True, **kw)
+    enlarged = evaluate("sd15", None, folder, (2,), 128, 2, out_dir=tmp_path / "enlarged", **kw)
+    assert native["images"]["crops"] == [128, 96] and "crops" not in enlarged["images"]
+    # the big image is measured the same way; the small one differs (its own pixels, not an enlargement)
+    for path in ("pixel_bicubic", "vae_ceiling"):
+        a, b = native["per_image"]["x2"][path]["psnr"], enlarged["per_image"]["x2"][path]["psnr"]
+        assert a[0] == pytest.approx(b[0], abs=1e-6) and abs(a[1] - b[1]) > 0.1
+    assert "native resolution" in (tmp_path / "native" / "results.md").read_text()
+    with pytest.raises(ValueError, match="other native crops"):
+        evaluate("sd15", None, folder, (2,), 128, 2, reuse_baselines=tmp_path / "enlarged", native=True, **kw)
