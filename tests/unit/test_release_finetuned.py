@@ -33,3 +33,14 @@ def test_gap_closed():
     figs = rel.figures(_result(24.0, 0.20))
     assert figs["x2"]["gap_closed_psnr"] == 0.5
     assert figs["x2"]["gap_closed_lpips"] == 0.5
+
+
+def test_native_report_is_described_and_reproduced():
+    native = {"images": {"count": 24, "crop": 512, "native": True, "crops": [320] * 22 + [512] * 2}}
+    enlarged = {"images": {"count": 24, "crop": 512}}
+    assert rel.crop_text(native["images"]) == ("512 px at native resolution, nothing enlarged "
+                                               "(22 smaller images cropped to 320 px)")
+    assert rel.crop_text(enlarged["images"]) == "512 px"
+    assert " --crop 512 --native " in rel.eval_command("a.safetensors", "val", native)
+    assert "--native" not in rel.eval_command("a.safetensors", "val", enlarged)
+    assert "--images holdout " in rel.eval_command("a.safetensors", "holdout", enlarged)
