@@ -79,6 +79,17 @@ def lua_weight(family: str) -> str:
     return f"lua_light_{family}.safetensors"
 
 
+def adapter_status(family: str) -> str:
+    """How the workflow text describes the bundled adapter, from its manifest status."""
+    from lua_core.checkpoints.manifest import Manifest
+
+    entry = Manifest.load().by_filename(lua_weight(family))
+    if entry is not None and entry.status == "release":
+        return ("trained on a CPU; it meets the pack's ship bar against decode + a pixel upscaler, see its model "
+                "card")
+    return "a **preview**: trained briefly on a CPU; decode + a pixel upscaler still gives a cleaner image"
+
+
 # -------------------------------------------------------------------- builder
 @dataclass
 class Node:
@@ -316,8 +327,7 @@ def t2i_note(family_label: str, models: list[str], lua_family: str, extra: str =
                   f"`{lua_weight(lua_family)}`."]
     else:
         lines += [f"- **Load LUA Model** is on `auto`: it reads the connected model's latent family and picks the "
-                  f"best adapter on disk, today the bundled `{lua_weight(lua_family)}` (a **preview**: trained "
-                  "briefly on a CPU; decode + a pixel upscaler still gives a cleaner image)."]
+                  f"best adapter on disk, today the bundled `{lua_weight(lua_family)}` ({adapter_status(lua_family)})."]
     lines += ["", "The MODEL wires let LUA refuse an adapter of another latent family (channel counts cannot tell "
               "SD1.5 from SDXL or SD3 from FLUX.1).", extra]
     return "\n".join(lines).rstrip() + "\n"

@@ -237,7 +237,14 @@ def test_loader_auto_and_the_family_check(comfy, caplog):
         (managed,) = LUAModelLoader().load("auto", "fp32", model=_FakeModel("SDXL"))
     assert managed.model.family.name == "sdxl"
     assert "auto picked lua_light_sdxl.safetensors" in caplog.text
-    assert "lua_light_sdxl.safetensors is a PREVIEW adapter" in caplog.text  # manifest status: preview
+    status = {e.name: e.status for e in Manifest.load()}
+    sdxl_log = caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        LUAModelLoader().load("auto", "fp32", model=_FakeModel("SD15"))
+    # the console note follows the manifest status (SDXL's adapter is released, SD1.5's a preview)
+    for name, text in (("lua_light_sdxl.safetensors", sdxl_log), ("lua_light_sd15.safetensors", caplog.text)):
+        assert (f"{name} is a PREVIEW adapter" in text) == (status[name] == "preview"), name
     with pytest.raises(ValueError, match="lua_light_sdxl.safetensors is an SDXL adapter but the connected model works "
                                          r"in SD1.5 latents \(latent format SD15\)"):
         LUALatentUpscale().upscale(managed, {"samples": torch.randn(1, 4, 8, 8)}, 2.0, 0, 8, model=_FakeModel("SD15"))
