@@ -45,6 +45,15 @@ def short_side(path: Path) -> int:
         return min(im.size)
 
 
+def native_crop_side(path: Path, crop: int, unit: int) -> int:
+    """The side of the largest square crop, at most ``crop`` px and a multiple of ``unit``, that fits the image
+    without enlarging it."""
+    side = min(crop, short_side(path) // unit * unit)
+    if side < unit:
+        raise ValueError(f"{path} is smaller than one crop unit ({unit} px); leave it out or enlarge it")
+    return side
+
+
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     """The central ``size`` x ``size`` square of ``(..., H, W)``."""
     h, w = img.shape[-2:]

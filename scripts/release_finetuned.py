@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lua_core.checkpoints.manifest import ManifestEntry  # noqa: E402
+from lua_core.eval.report import crop_description  # noqa: E402
 from lua_core.families import get_family  # noqa: E402
 from scripts.release_adapter import family_note, open_adapter, with_entry, write_manifest  # noqa: E402
 
@@ -97,9 +98,9 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
                "and Lanczos, PSNR within 0.5 dB of pixel bicubic)" if entry.status == "release" else
                "**preview**: below the ship bar, so for this family decode + Upscale Image (bicubic/Lanczos) is "
                "currently as good or better where it misses: " + "; ".join(misses))
-    if "val_enlarged" in figs and bar_misses(figs["val_enlarged"]):
-        verdict += (" (val judged at native resolution; with enlarged crops it misses: "
-                    + "; ".join(bar_misses(figs["val_enlarged"])) + ")")
+    enlarged_misses = bar_misses(figs["val_enlarged"]) if "val_enlarged" in figs else []
+    if enlarged_misses:
+        verdict += " (val judged at native resolution; with enlarged crops it misses: " + "; ".join(enlarged_misses) + ")"
     lines = [f"# {entry.name}: LUA light adapter for {fam.label} latents", "",
              f"- Status: {verdict}.",
              f"- Network: light trunk and x2/x4 heads with the teacher skip (`skip=\"tae\"`): the output is "
@@ -124,7 +125,7 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
              "training photograph but the held-out ones, random 0.5-1x zoom, flips and rotations.",
              f"- Steps: {meta.get('steps')}; compute time {round((meta.get('seconds') or 0) / 60)} min of step time "
              f"(validation excluded). Hardware: {hardware}.", "",
-             "### Learning curve (in-run validation: 4 held-out + 4 val crops of 384 px; PSNR gain over pixel "
+             f"### Learning curve (in-run validation: {validation_text(cfg)}; PSNR gain over pixel "
              "bicubic, LPIPS and DISTS as ratios to it)", "",
              "| step | minutes | score | " + " | ".join(f"{k} dPSNR / LPIPS / DISTS" for k in
                                                        (meta.get("curve_sets") or [])) + " |",
@@ -138,20 +139,19 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
               f"decoded with `{fam.tae_name}`. Gap closed: (LUA − pixel bicubic) / (ceiling − pixel bicubic).", ""]
     for name, result in results.items():
         imgs = result["images"]
-        lines += [f"### {imgs['count']} {SETS[name]}, {crop_text(imgs)}", "", f"    {commands[name]}", ""]
+        lines += [f"### {imgs['count']} {SETS[name]}, centre crops of {crop_description(imgs)}", "",
+                  f"    {commands[name]}", ""]
         lines += eval_table(figs[name]) + [""]
         if name == "val_enlarged":
-            lines += ["Misses on this protocol: " + ("; ".join(bar_misses(figs[name])) or "none") + ".", ""]
+            lines += ["Misses on this protocol: " + ("; ".join(enlarged_misses) or "none") + ".", ""]
     return "\n".join(lines)
 
 
-def crop_text(imgs: dict[str, Any]) -> str:
-    """How a report cropped its images."""
-    if not imgs.get("native"):
-        return f"{imgs['crop']} px"
-    small = [c for c in imgs["crops"] if c < imgs["crop"]]
-    return (f"{imgs['crop']} px at native resolution, nothing enlarged"
-            + (f" ({len(small)} smaller images cropped to {', '.join(map(str, sorted(set(small))))} px)" if small else ""))
+def validation_text(cfg: dict[str, Any]) -> str:
+    """The in-run validation crops of a fine-tune config."""
+    n = cfg.get("val_images", 4)
+    return (f"{n} held-out + {n} val crops of {cfg.get('val_crop', 384)} px"
+            + (" at native resolution" if cfg.get("val_native") else ", small val images enlarged"))
 
 
 def eval_command(name: str, key: str, result: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ import torch
 from ..api import LUAModel, load_model
 from ..checkpoints.manifest import file_sha256
 from ..families import LatentFamily, get_family
-from ..images import center_crop, load_image, short_side
+from ..images import center_crop, load_image, native_crop_side
 from ..locations import REPO_ROOT as REPO
 from ..locations import shared_dir
 from ..metrics import pixel as M
@@ -136,13 +136,10 @@ def crop_sizes(files: Sequence[Path], crop: int, unit: int, native: bool) -> lis
     """Each image's crop side: ``crop``, or with ``native`` at most its short side (rounded down to ``unit``)."""
     if not native:
         return [crop] * len(files)
-    sizes = []
-    for f in files:
-        side = min(crop, short_side(f) // unit * unit)
-        if side < unit:
-            raise ValueError(f"{f} is smaller than one crop unit ({unit} px); leave it out or drop --native")
-        sizes.append(side)
-    return sizes
+    try:
+        return [native_crop_side(f, crop, unit) for f in files]
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or drop --native)") from None
 
 
 def _check_request(fam: LatentFamily, model: Optional[LUAModel], scales: Sequence[int], crop: int) -> tuple[int, ...]:

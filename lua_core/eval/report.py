@@ -39,6 +39,16 @@ def _fmt(v: Optional[float], digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
+def crop_description(images: dict[str, Any]) -> str:
+    """How a report cropped its images, e.g. ``512 px at native resolution (nothing enlarged; ...)``."""
+    if not images.get("native"):
+        return f"{images['crop']} px"
+    small = [c for c in images["crops"] if c < images["crop"]]
+    return (f"{images['crop']} px at native resolution (nothing enlarged"
+            + (f"; {len(small)} smaller images cropped to {', '.join(map(str, sorted(set(small))))} px" if small else "")
+            + ")")
+
+
 def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
     """The Markdown report: one table per scale, metric availability and definitions."""
     status = result["metrics"]
@@ -50,14 +60,7 @@ def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
     lines.append(f"- checkpoint: {ck['description'] if ck else 'none (baselines only)'}"
                  + (f" · sha256 `{ck['sha256'][:12]}…`" if ck and ck.get("sha256") else ""))
     lines.append(f"- decoder: {result['decoder']}")
-    if img.get("native"):
-        small = sorted({c for c in img["crops"] if c < img["crop"]})
-        crops = (f"centre crops of {img['crop']} px at native resolution (nothing enlarged"
-                 + (f"; {sum(c < img['crop'] for c in img['crops'])} smaller images cropped to "
-                    f"{', '.join(map(str, small))} px" if small else "") + ")")
-    else:
-        crops = f"centre crops {img['crop']} px"
-    lines.append(f"- images: {img['count']} from `{img['dir']}`, {crops} "
+    lines.append(f"- images: {img['count']} from `{img['dir']}`, centre crops of {crop_description(img)} "
                  f"(HR Laplacian variance {_fmt(result.get('hr_lapvar'), 1)})")
     lines.append(f"- run: torch {env['torch']}, {env['device']}, {env['threads']} thread(s), "
                  f"{env['date']}, {result['wall_time_s']:.0f} s in all")

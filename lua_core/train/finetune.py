@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..checkpoints.export import save_checkpoint
 from ..checkpoints.formats import config_from_metadata, load_into, read_checkpoint
 from ..families import get_family
-from ..images import bicubic_down, center_crop, load_image
+from ..images import bicubic_down, center_crop, load_image, native_crop_side
 from ..locations import shared_dir
 from ..metrics.perceptual import LPIPS
 from ..metrics.pixel import psnr
@@ -68,6 +68,7 @@ class FinetuneConfig:
     val_every: int = 200
     val_crop: int = 384
     val_images: int = 4  # per set (held-out clean photographs, validation textures)
+    val_native: bool = True  # smaller val images keep their own pixels (a smaller crop), as in ``eval --native``
     seed: int = 0
     train_dir: str = ""
     val_dir: str = ""
@@ -104,17 +105,26 @@ def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dic
 
 
 class Validator:
-    """Fixed centre crops of two image sets; pixel-bicubic baselines computed once."""
+    """Fixed centre crops of two image sets; pixel-bicubic baselines computed once.
 
-    def __init__(self, tae, sets: dict[str, Sequence[Path]], crop: int, scales: Sequence[int]) -> None:
+    With ``native`` an image whose short side is below ``crop`` is cropped to its short side (whole LR latent
+    cells at the largest scale) instead of being enlarged: an enlarged crop's "truth" is itself a bicubic
+    interpolation, which favours pixel bicubic.
+    """
+
+    def __init__(self, tae, sets: dict[str, Sequence[Path]], crop: int, scales: Sequence[int],
+                 native: bool = False, unit: int = 8) -> None:
         from ..metrics.perceptual import load_perceptual
 
         self.tae, self.scales = tae, tuple(scales)
         self.metrics, _ = load_perceptual("cpu")
         self.items: list[tuple[str, int, torch.Tensor, torch.Tensor, dict[str, Any]]] = []
+        self.crops: dict[str, int] = {}
         for name, paths in sets.items():
             for p in paths:
-                hr = center_crop(load_image(p, crop), crop).unsqueeze(0)
+                side = native_crop_side(p, crop, unit * max(self.scales)) if native else crop
+                self.crops[p.name] = side
+                hr = center_crop(load_image(p, 0 if native else crop), side).unsqueeze(0)
                 with torch.no_grad():
                     refs = {k: m.reference(hr) for k, m in self.metrics.items()}
                     for s in self.scales:
@@ -191,7 +201,8 @@ class Finetuner:
         self.pool = PhotoPool(training_photos(train_dir), cfg.min_zoom)
         val_sets = {"holdout": spread(holdout_photos(train_dir), cfg.val_images),
                     "val": pick_val_images(val_dir, cfg.val_images)}
-        self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales)
+        self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales, cfg.val_native,
+                                   8 * self.fam.pack)
         self.lpips = LPIPS("alex") if cfg.lpips or cfg.lpips_x2 else None
         self._stop = False
 
@@ -278,6 +289,15 @@ class Finetuner:
         self.save()
 
 
+def resumed_config(saved: dict[str, Any], fields: dict[str, Any]) -> FinetuneConfig:
+    """The config of a resumed run: the saved one with ``fields`` (``--set``) applied.
+
+    A run saved before ``val_native`` existed keeps validating on enlarged crops, so its curve stays comparable.
+    """
+    merged = {"val_native": False, **saved, **fields}
+    return FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m lua_core.train.finetune", description=__doc__.split("\n")[0])
     p.add_argument("--family", required=True)
@@ -292,9 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     state_path = Path(args.out) / "state.pt"
     state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
     if state is not None:
-        saved = dict(state["config"])
-        saved.update(fields)
-        cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+        cfg = resumed_config(state["config"], fields)
     else:
         if not args.init:
             raise SystemExit("--init is required to start a new run")

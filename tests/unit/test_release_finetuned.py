@@ -35,12 +35,18 @@ def test_gap_closed():
     assert figs["x2"]["gap_closed_lpips"] == 0.5
 
 
+def test_the_card_names_the_in_run_validation_crops():
+    assert rel.validation_text({"val_images": 6, "val_crop": 384, "val_native": True}) == (
+        "6 held-out + 6 val crops of 384 px at native resolution")
+    assert rel.validation_text({}) == "4 held-out + 4 val crops of 384 px, small val images enlarged"
+
+
 def test_native_report_is_described_and_reproduced():
     native = {"images": {"count": 24, "crop": 512, "native": True, "crops": [320] * 22 + [512] * 2}}
     enlarged = {"images": {"count": 24, "crop": 512}}
-    assert rel.crop_text(native["images"]) == ("512 px at native resolution, nothing enlarged "
-                                               "(22 smaller images cropped to 320 px)")
-    assert rel.crop_text(enlarged["images"]) == "512 px"
+    assert rel.crop_description(native["images"]) == ("512 px at native resolution (nothing enlarged; "
+                                                      "22 smaller images cropped to 320 px)")
+    assert rel.crop_description(enlarged["images"]) == "512 px"
     assert " --crop 512 --native " in rel.eval_command("a.safetensors", "val", native)
     assert "--native" not in rel.eval_command("a.safetensors", "val", enlarged)
     assert "--images holdout " in rel.eval_command("a.safetensors", "holdout", enlarged)

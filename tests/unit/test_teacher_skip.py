@@ -21,7 +21,7 @@ from lua_core.model.config import LIGHT_CONFIG
 from lua_core.model.network import Chunks, LUANet
 from lua_core.photo_sets import holdout_photos, training_photos
 from lua_core.tae import load_tae
-from lua_core.train.finetune import FinetuneConfig, Finetuner, lpips_weight, to_tae_skip
+from lua_core.train.finetune import FinetuneConfig, Finetuner, Validator, lpips_weight, resumed_config, to_tae_skip
 from lua_core.train.photos import PhotoPool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,3 +204,25 @@ def test_x2_head_can_weigh_lpips_apart():
     assert lpips_weight(base, 2) == lpips_weight(base, 4) == 1.0
     tuned = FinetuneConfig(family="sdxl", init="x", lpips=1.0, lpips_x2=3.0)
     assert lpips_weight(tuned, 2) == 3.0 and lpips_weight(tuned, 4) == 1.0
+
+
+def test_validator_native_crops_keep_small_images_unenlarged():
+    """BSDS500 photographs (481 x 321) get a 320 px crop of their own pixels with ``native``, not an enlargement."""
+    photo = sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[0]
+    fam = get_family("sdxl")
+    tae = load_tae(fam)
+    native = Validator(tae, {"val": [photo]}, 384, (2, 4), native=True, unit=8 * fam.pack)
+    enlarged = Validator(tae, {"val": [photo]}, 384, (2, 4))
+    assert native.crops == {photo.name: 320} and enlarged.crops == {photo.name: 384}
+    hr = native.items[0][2]
+    assert hr.shape[-2:] == (320, 320)
+    assert torch.equal(hr[0], center_crop(load_image(photo), 320))  # the file's pixels, untouched
+
+
+def test_resumed_runs_keep_their_validation_protocol():
+    old = dataclasses.asdict(FinetuneConfig(family="sdxl", init="x"))
+    del old["val_native"]  # a state saved before the field existed
+    assert resumed_config(old, {}).val_native is False
+    assert resumed_config(old, {"val_native": True}).val_native is True
+    assert resumed_config({**old, "lr_sizes_x2": [16, 20]}, {}).lr_sizes_x2 == (16, 20)
+    assert FinetuneConfig(family="sdxl", init="x").val_native is True  # new runs validate natively
