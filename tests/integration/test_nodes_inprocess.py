@@ -252,7 +252,7 @@ def test_loader_auto_and_the_family_check(comfy, caplog):
                                         model=_FakeModel("SDXL"))
     assert out["samples"].shape == (1, 4, 16, 16)
     with pytest.raises(ValueError, match="an SD3 adapter but the connected model works in FLUX.1"):
-        LUAModelLoader().load("lua_light_sd3.safetensors (preview)", "fp32", model=_FakeModel("Flux"))
+        LUAModelLoader().load("lua_light_sd3.safetensors", "fp32", model=_FakeModel("Flux"))
     with pytest.raises(ValueError, match="'auto' needs the model input"):
         LUAModelLoader().load("auto", "fp32")
     with pytest.raises(ValueError, match="Wan21 latent space, for which there is no LUA adapter"):
