@@ -16,7 +16,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from einops import rearrange
@@ -52,6 +52,11 @@ class LatentFamily:
     @property
     def comfy_downscale(self) -> int:
         return 8 * self.pack
+
+    def crop_unit(self, scales: Sequence[int]) -> int:
+        """The px an image crop's side must be a multiple of: whole latent cells of its LR image at the largest
+        scale (FLUX.2: whole packed cells)."""
+        return self.comfy_downscale * max(scales)
 
     def to_model(self, latent: torch.Tensor) -> torch.Tensor:
         """ComfyUI LATENT ``(B, C, H, W)`` -> the network's layout (unpacks FLUX.2)."""

@@ -127,11 +127,6 @@ def _open_checkpoint(checkpoint: Union[str, Path, LUAModel], family: Optional[st
     return model, info
 
 
-def crop_unit(fam: LatentFamily, scales: Sequence[int]) -> int:
-    """The px a crop side must be a multiple of: whole latent cells of the LR image at the largest scale."""
-    return 8 * fam.pack * max(scales)
-
-
 def crop_sizes(files: Sequence[Path], crop: int, unit: int, native: bool) -> list[int]:
     """Each image's crop side: ``crop``, or with ``native`` at most its short side (rounded down to ``unit``)."""
     if not native:
@@ -149,7 +144,7 @@ def _check_request(fam: LatentFamily, model: Optional[LUAModel], scales: Sequenc
         raise ValueError(f"scales must be integers >= 2, got {scales}")
     if model is not None and any(s > max(model.scales) for s in scales):
         raise ValueError(f"scales {scales} exceed the checkpoint's largest head x{max(model.scales)}")
-    unit = crop_unit(fam, scales)
+    unit = fam.crop_unit(scales)
     if crop <= 0 or crop % unit:
         raise ValueError(f"crop must be a positive multiple of {unit} px for {fam.label} at x{max(scales)} "
                          f"(the LR crop must be whole latent cells), got {crop}")
@@ -324,7 +319,7 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     fam = model.family if model is not None else get_family(family)  # type: ignore[arg-type]
     scales = _check_request(fam, model, scales, crop)
     folder, files = _pick_images(images_dir, count)
-    crops = crop_sizes(files, crop, crop_unit(fam, scales), native)
+    crops = crop_sizes(files, crop, fam.crop_unit(scales), native)
     ae = tae if tae is not None else load_tae(fam, device=dev)
     runner = PathRunner(ae, fam, model, dev)
     paths = runner.paths() if only_paths is None else tuple(p for p in runner.paths() if p in only_paths)

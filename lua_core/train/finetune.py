@@ -107,22 +107,24 @@ def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dic
 class Validator:
     """Fixed centre crops of two image sets; pixel-bicubic baselines computed once.
 
-    With ``native`` an image whose short side is below ``crop`` is cropped to its short side (whole LR latent
-    cells at the largest scale) instead of being enlarged: an enlarged crop's "truth" is itself a bicubic
-    interpolation, which favours pixel bicubic.
+    With ``native`` an image whose short side is below ``crop`` is cropped to its short side, rounded down to
+    ``unit`` (the family's ``LatentFamily.crop_unit``), instead of being enlarged: an enlarged crop's "truth" is
+    itself a bicubic interpolation, which favours pixel bicubic.
     """
 
     def __init__(self, tae, sets: dict[str, Sequence[Path]], crop: int, scales: Sequence[int],
-                 native: bool = False, unit: int = 8) -> None:
+                 native: bool = False, unit: Optional[int] = None) -> None:
         from ..metrics.perceptual import load_perceptual
 
+        if native and not unit:
+            raise ValueError("native validation crops need the family's crop unit")
         self.tae, self.scales = tae, tuple(scales)
         self.metrics, _ = load_perceptual("cpu")
         self.items: list[tuple[str, int, torch.Tensor, torch.Tensor, dict[str, Any]]] = []
         self.crops: dict[str, int] = {}
         for name, paths in sets.items():
             for p in paths:
-                side = native_crop_side(p, crop, unit * max(self.scales)) if native else crop
+                side = native_crop_side(p, crop, unit) if native else crop
                 self.crops[p.name] = side
                 hr = center_crop(load_image(p, 0 if native else crop), side).unsqueeze(0)
                 with torch.no_grad():
@@ -202,7 +204,7 @@ class Finetuner:
         val_sets = {"holdout": spread(holdout_photos(train_dir), cfg.val_images),
                     "val": pick_val_images(val_dir, cfg.val_images)}
         self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales, cfg.val_native,
-                                   8 * self.fam.pack)
+                                   self.fam.crop_unit(self.net.scales))
         self.lpips = LPIPS("alex") if cfg.lpips or cfg.lpips_x2 else None
         self._stop = False
 

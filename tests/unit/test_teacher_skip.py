@@ -211,7 +211,7 @@ def test_validator_native_crops_keep_small_images_unenlarged():
     photo = sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[0]
     fam = get_family("sdxl")
     tae = load_tae(fam)
-    native = Validator(tae, {"val": [photo]}, 384, (2, 4), native=True, unit=8 * fam.pack)
+    native = Validator(tae, {"val": [photo]}, 384, (2, 4), native=True, unit=fam.crop_unit((2, 4)))
     enlarged = Validator(tae, {"val": [photo]}, 384, (2, 4))
     assert native.crops == {photo.name: 320} and enlarged.crops == {photo.name: 384}
     hr = native.items[0][2]
