@@ -1,0 +1,106 @@
+"""How much of the fine-tune's gradient each loss term carries, EAGLE included (issue 12, point 5).
+
+For a teacher-skip checkpoint, draws the fine-tune's own batches (fresh crops of the training photographs, the
+LR latent from the tiny encoder, a decoded window scored against the true pixels) and measures, per head, the
+norm of each weighted term's gradient with respect to the trainable parameters, on its own and as a share of
+the sum over terms. EAGLE is measured at the weight the staged recipes gave it and at the weight that would
+give it the same gradient norm as the LPIPS term.
+
+    python scripts/probe_loss_gradients.py --family sdxl --checkpoint weights/lua_light_sdxl.safetensors --batches 6
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lua_core.families import get_family  # noqa: E402
+from lua_core.images import bicubic_down  # noqa: E402
+from lua_core.locations import expand_path, shared_dir  # noqa: E402
+from lua_core.metrics.perceptual import LPIPS  # noqa: E402
+from lua_core.photo_sets import training_photos  # noqa: E402
+from lua_core.tae import load_tae  # noqa: E402
+from lua_core.train.finetune import FinetuneConfig, lpips_weight, to_tae_skip  # noqa: E402
+from lua_core.train.losses import eagle_loss, fft_l1  # noqa: E402
+from lua_core.train.photos import PhotoPool  # noqa: E402
+
+RECIPE_EAGLE = 5e-5  # the weight of `eagle` in configs/train/*.json before it was dropped
+
+
+def grad_norm(loss: torch.Tensor, params: Sequence[torch.nn.Parameter]) -> float:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+
+
+def probe(checkpoint: Path, family: str, batches: int, photos: int, seed: int) -> dict[int, dict[str, list[float]]]:
+    """Per head, per term: the gradient norms of the weighted terms over ``batches`` batches."""
+    net, _ = to_tae_skip(checkpoint, family, FinetuneConfig.gain_init)
+    fam = get_family(family)
+    tae = load_tae(fam)
+    tae.decoder.to(memory_format=torch.channels_last)
+    assert net.skip is not None
+    net.skip.requires_grad_(False)
+    net.skip.gain.requires_grad_(True)
+    params = [p for p in net.parameters() if p.requires_grad]
+    cfg = FinetuneConfig(family=fam.name, init=str(checkpoint))
+    pool = PhotoPool(training_photos(shared_dir() / "data" / "train")[:photos], cfg.min_zoom)
+    lpips = LPIPS("alex")
+    norms: dict[int, dict[str, list[float]]] = {}
+    for step in range(batches * len(net.scales)):
+        rng = random.Random(f"probe:{seed}:{step}")
+        scale = net.scales[step % len(net.scales)]
+        size = rng.choice(cfg.lr_sizes_x2 if scale == 2 else cfg.lr_sizes_x4)
+        hr = pool.crops(rng, cfg.batch, size * 8 * scale)
+        with torch.no_grad():
+            z = tae.encode_raw(bicubic_down(hr, scale))
+        pred = net(z, scale)
+        side, win, m = pred.shape[-1], min(cfg.window, pred.shape[-1]), cfg.margin
+        top, left = rng.randrange(side - win + 1), rng.randrange(side - win + 1)
+        img = tae.decode_raw(pred[..., top:top + win, left:left + win].contiguous(memory_format=torch.channels_last))
+        img = img[..., 8 * m:8 * (win - m), 8 * m:8 * (win - m)]
+        ref = hr[..., 8 * (top + m):8 * (top + win - m), 8 * (left + m):8 * (left + win - m)]
+        terms = {"l1": cfg.l1 * (img - ref).abs().mean(), "fft": cfg.fft * fft_l1(img, ref),
+                 "lpips": lpips_weight(cfg, scale) * lpips(img, ref).mean(),
+                 "eagle_unit": eagle_loss(img, ref)}
+        row = norms.setdefault(scale, {})
+        for k, v in terms.items():
+            row.setdefault(k, []).append(grad_norm(v, params))
+    return norms
+
+
+def report(norms: dict[int, dict[str, list[float]]]) -> str:
+    lines = ["| head | L1 | FFT | LPIPS | EAGLE x 5e-5 | EAGLE share at 5e-5 | EAGLE weight matching LPIPS |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for scale, row in sorted(norms.items()):
+        mean = {k: sum(v) / len(v) for k, v in row.items()}
+        eagle = RECIPE_EAGLE * mean["eagle_unit"]
+        total = mean["l1"] + mean["fft"] + mean["lpips"] + eagle
+        lines.append(f"| x{scale} | {mean['l1']:.4g} | {mean['fft']:.4g} | {mean['lpips']:.4g} | {eagle:.3g} | "
+                     f"{100 * eagle / total:.2f} % | {mean['lpips'] / mean['eagle_unit']:.3g} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--family", required=True)
+    p.add_argument("--checkpoint", required=True, help="an adapter of that family (a bicubic-skip one is converted, "
+                   "as the fine-tune's --init is)")
+    p.add_argument("--batches", type=int, default=6, help="batches per head")
+    p.add_argument("--photos", type=int, default=64, help="training photographs to draw crops from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print("Gradient norm of each weighted term (fine-tune defaults: 10 L1, 1 FFT, 0.3 LPIPS), "
+          f"mean over {args.batches} batches of 4 per head:\n")
+    print(report(probe(expand_path(args.checkpoint), args.family, args.batches, args.photos, args.seed)))
+
+
+if __name__ == "__main__":
+    main()
