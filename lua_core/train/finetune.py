@@ -57,6 +57,7 @@ class FinetuneConfig:
     fft: float = 1.0
     lpips: float = 0.3
     lpips_x2: Optional[float] = None  # LPIPS weight of the x2 head when it differs from ``lpips``
+    encoder_lr: float = 0.0  # > 0: the teacher's tiny encoder is trained too, at this rate (0: frozen)
     gain_init: float = 0.1
     lr_sizes_x2: tuple[int, ...] = (16, 20)
     lr_sizes_x4: tuple[int, ...] = (8, 10)
@@ -187,16 +188,21 @@ class Finetuner:
         else:
             self.net, self.info = to_tae_skip(cfg.init, cfg.family, cfg.gain_init)
         assert self.net.skip is not None
-        self.net.skip.encoder.requires_grad_(False)
+        self.net.skip.encoder.requires_grad_(cfg.encoder_lr > 0)
         self.net.skip.decoder.requires_grad_(False)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.9, 0.99))
+        self.opt = torch.optim.Adam(self.param_groups(), betas=(0.9, 0.99))
         self.ema = EMA(self.net, cfg.ema_decay, warmup=False)
         self.step, self.best, self.history, self.seconds = 0, math.inf, [], 0.0
         if self.state is not None:
+            saved_groups = len(self.state["opt"]["param_groups"])
+            if saved_groups != len(self.opt.param_groups):
+                raise ValueError(f"{self.out / 'state.pt'} was saved with the teacher's encoder "
+                                 f"{'trained' if saved_groups > 1 else 'frozen'}; encoder_lr={cfg.encoder_lr} "
+                                 "changes that, so start a new run (another --out, --init a checkpoint of this one)")
             self.opt.load_state_dict(self.state["opt"])
-            for group in self.opt.param_groups:  # the saved groups carry the old rate; --set lr must win
-                group["lr"] = cfg.lr
+            for group, fresh in zip(self.opt.param_groups, self.param_groups()):
+                group["lr"] = fresh["lr"]  # the saved groups carry the old rates; --set must win
             self.ema.load_state_dict(self.state["ema"])
             self.step, self.best = self.state["step"], self.state["best"]
             self.history, self.seconds = self.state["history"], self.state["seconds"]
@@ -207,6 +213,15 @@ class Finetuner:
                                    self.fam.crop_unit(self.net.scales))
         self.lpips = LPIPS("alex") if cfg.lpips or cfg.lpips_x2 else None
         self._stop = False
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The network's trainable weights at ``lr``; the teacher's encoder at ``encoder_lr`` when it is trained."""
+        assert self.net.skip is not None
+        encoder = {id(p) for p in self.net.skip.encoder.parameters()}
+        groups = [{"params": [p for p in self.params if id(p) not in encoder], "lr": self.cfg.lr}]
+        if self.cfg.encoder_lr > 0:
+            groups.append({"params": list(self.net.skip.encoder.parameters()), "lr": self.cfg.encoder_lr})
+        return groups
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.out / "metrics.jsonl", "a") as f:

@@ -226,3 +226,32 @@ def test_resumed_runs_keep_their_validation_protocol():
     assert resumed_config(old, {"val_native": True}).val_native is True
     assert resumed_config({**old, "lr_sizes_x2": [16, 20]}, {}).lr_sizes_x2 == (16, 20)
     assert FinetuneConfig(family="sdxl", init="x").val_native is True  # new runs validate natively
+
+
+@pytest.mark.slow
+def test_finetune_can_train_the_teachers_encoder(tmp_path):
+    """``encoder_lr`` trains the embedded tiny encoder (its own rate), never the decoder; a run cannot switch it."""
+    photos = tmp_path / "train" / "sun_hays80"
+    photos.mkdir(parents=True)
+    for p in sorted((shared_dir() / "data" / "train" / "sun_hays80").iterdir())[:2]:
+        shutil.copy(p, photos / p.name)
+    val = tmp_path / "val"
+    val.mkdir()
+    shutil.copy(sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[0], val)
+    cfg = FinetuneConfig(family="sdxl", init=str(SDXL), batch=1, lpips=0.0, lr_sizes_x2=(8,), lr_sizes_x4=(4,),
+                         window=8, val_every=100, val_crop=128, val_images=1, train_dir=str(tmp_path / "train"),
+                         val_dir=str(val), encoder_lr=1e-3)
+    out = tmp_path / "run"
+    tuner = Finetuner(cfg, out, threads=1)
+    assert [g["lr"] for g in tuner.opt.param_groups] == [cfg.lr, 1e-3]
+    enc0 = {k: v.clone() for k, v in tuner.net.skip.encoder.state_dict().items()}
+    dec0 = {k: v.clone() for k, v in tuner.net.skip.decoder.state_dict().items()}
+    tuner.run(seconds=600, max_steps=1)
+    assert any(not torch.equal(v, tuner.net.skip.encoder.state_dict()[k]) for k, v in enc0.items())
+    assert all(torch.equal(v, tuner.net.skip.decoder.state_dict()[k]) for k, v in dec0.items())
+    ema = torch.load(out / "state.pt", weights_only=False)["ema"]["model"]
+    assert any(not torch.equal(v, ema[f"skip.encoder.{k}"]) for k, v in enc0.items())  # the exported EMA moves too
+    with pytest.raises(ValueError, match="encoder"):
+        Finetuner(dataclasses.replace(cfg, encoder_lr=0.0), out, threads=1)
+    frozen = FinetuneConfig(family="sdxl", init="x")
+    assert frozen.encoder_lr == 0.0
