@@ -74,6 +74,24 @@ def bar_misses(figs: dict[str, dict[str, Optional[float]]]) -> list[str]:
     return misses
 
 
+def encoder_text(cfg: dict[str, Any]) -> str:
+    """What the card says about the embedded tiny encoder: original, or trained with the adapter."""
+    rate = cfg.get("encoder_lr") or 0
+    if rate > 0:
+        return (f" The embedded encoder was trained with the adapter (Adam lr {rate:g}); the decoder is the original, "
+                "so the adapter's output is still decoded by the family's own VAE.")
+    return ""
+
+
+def origin_text(meta: dict[str, Any]) -> str:
+    """Where the run started: a converted bicubic-skip adapter or an earlier teacher-skip one."""
+    init = meta.get("init") or {}
+    source = f"`{init['from']}`" if init.get("from") else "the previous adapter"
+    if init.get("converted", True):
+        return f"Started from the bicubic-skip adapter of the earlier CPU recipe ({source}), converted."
+    return f"Started from the teacher-skip adapter {source} (the run history below says which)."
+
+
 def _f(v: Optional[float], p: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{p}f}"
 
@@ -106,16 +124,19 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
              f"- Network: light trunk and x2/x4 heads with the teacher skip (`skip=\"tae\"`): the output is "
              f"`encode(bicubic_up(decode(z)))` of the family's tiny autoencoder `{fam.tae_name}` (held in the file, "
              f"MIT-licensed weights by Ollin Boer Bohan) plus a learned gain ({meta.get('gain', 'n/a')}) times the "
-             f"network's residual. {params / 1e6:.2f} M parameters in all, fp16 safetensors, {entry.size:,} bytes, "
+             f"network's residual.{encoder_text(cfg)} {params / 1e6:.2f} M parameters in all, fp16 safetensors, {entry.size:,} bytes, "
              f"sha256 `{entry.sha256}`.",
              f"- Latents: {fam.label} ({fam.model_channels} channels), trained and evaluated with `{fam.tae_name}` "
              "(the stand-in decoder in `../shared/vae`).",
-             "- License: Apache-2.0 (our weights and code); the embedded tiny autoencoder is MIT.", "",
+             "- License: Apache-2.0 (our weights and code); the embedded tiny autoencoder is MIT"
+             + (" (its encoder fine-tuned here)." if (cfg.get("encoder_lr") or 0) > 0 else "."), "",
              *family_note(fam.name),
              "## Training", "",
              f"- Recipe: `python -m lua_core.train.finetune --family {fam.name} --init <previous adapter> "
              f"--out .cache/ft/{fam.name} --seconds <budget> --threads 1` (resume: the same command; state in "
-             f"`<out>/state.pt`). Started from the bicubic-skip adapter of the earlier CPU recipe, converted.",
+             f"`<out>/state.pt`). {origin_text(meta)}"
+             + (f" The teacher's encoder trains too: `--set encoder_lr={cfg['encoder_lr']:g}`."
+                if (cfg.get("encoder_lr") or 0) > 0 else ""),
              f"- Loss: {cfg.get('l1')} x L1 + {cfg.get('fft')} x FFT-L1 + LPIPS(AlexNet) (weight {cfg.get('lpips')}"
              + (f", x2 head {cfg['lpips_x2']}" if cfg.get("lpips_x2") is not None else "")
              + "; the run history below says when weights changed) on a decoded latent window "

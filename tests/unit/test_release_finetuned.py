@@ -50,3 +50,12 @@ def test_native_report_is_described_and_reproduced():
     assert " --crop 512 --native " in rel.eval_command("a.safetensors", "val", native)
     assert "--native" not in rel.eval_command("a.safetensors", "val", enlarged)
     assert "--images holdout " in rel.eval_command("a.safetensors", "holdout", enlarged)
+
+
+def test_the_card_says_whether_the_encoder_was_trained_and_where_the_run_started():
+    assert rel.encoder_text({}) == "" and rel.encoder_text({"encoder_lr": 0.0}) == ""
+    trained = rel.encoder_text({"encoder_lr": 5e-5})
+    assert "encoder was trained" in trained and "5e-05" in trained and "decoder is the original" in trained
+    assert "converted" in rel.origin_text({"init": {"from": "lua_light_flux1.safetensors", "converted": True}})
+    warm = rel.origin_text({"init": {"from": "lua_light_sd15.safetensors", "converted": False}})
+    assert "teacher-skip adapter `lua_light_sd15.safetensors`" in warm and "converted" not in warm
