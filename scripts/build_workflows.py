@@ -323,8 +323,8 @@ def t2i_note(family_label: str, models: list[str], lua_family: str, extra: str =
     if lua_family == "flux1":
         lines += [f"- the paper's `lua_flux.pth` ([link]({LUA_FLUX_OFFICIAL['url']})), selected in **Load LUA "
                   "Model**: downloaded from the Hugging Face Hub to `models/lua/` on first use. Offline, put the "
-                  "file there yourself, or pick `auto` to fall back to the bundled preview adapter "
-                  f"`{lua_weight(lua_family)}`."]
+                  "file there yourself, or pick `auto` to fall back to the bundled adapter "
+                  f"`{lua_weight(lua_family)}` ({adapter_status(lua_family)})."]
     else:
         lines += [f"- **Load LUA Model** is on `auto`: it reads the connected model's latent family and picks the "
                   f"best adapter on disk, today the bundled `{lua_weight(lua_family)}` ({adapter_status(lua_family)})."]
@@ -553,9 +553,8 @@ def build_sd15_hires(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         "The classic two-pass *hires fix* upscales the latent with **Upscale Latent** (nearest/bilinear), which "
         "blurs it, so the second KSampler needs a high denoise (0.5–0.6) and re-invents detail. "
         "**LUA Latent Upscale** gives a learned 2x latent instead, so a second pass at denoise **0.3–0.5** "
-        "(0.4 here) is meant to be enough and stays closer to the first image. The bundled SD1.5 adapter is a "
-        "**preview** (trained briefly on a CPU): its latent is still soft, so compare with your usual denoise. "
-        "The preview in group 2 shows LUA alone.",
+        "(0.4 here) is meant to be enough and stays closer to the first image. The bundled SD1.5 adapter is "
+        f"{adapter_status('sd15')}; compare with your usual denoise. The preview in group 2 shows LUA alone.",
         "",
         "**Model files:**",
         f"- `models/checkpoints/v1-5-pruned-emaonly-fp16.safetensors` "
@@ -618,8 +617,7 @@ def build_image_in(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
         "- `models/vae_approx/taef1_encoder.safetensors` and `taef1_decoder.safetensors` (TAESD family by Ollin "
         "Boer Bohan, MIT; see github.com/madebyollin/taesd). With the full FLUX.1 VAE (`ae.safetensors` in "
         "`models/vae`) the result is sharper.",
-        f"- `{lua_weight('flux1')}` ships with ComfyUI-LUA (a **preview** adapter: trained briefly on a CPU, "
-        "ahead of latent interpolation but still behind decode + a pixel upscaler); the paper's `lua_flux.pth` "
+        f"- `{lua_weight('flux1')}` ships with ComfyUI-LUA ({adapter_status('flux1')}); the paper's `lua_flux.pth` "
         "works too.",
         "",
         "It starts on ComfyUI's own `example.png`: put your photo in **Load Image** instead; **Upscale Image** sets "

@@ -124,7 +124,8 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
              f"- Network: light trunk and x2/x4 heads with the teacher skip (`skip=\"tae\"`): the output is "
              f"`encode(bicubic_up(decode(z)))` of the family's tiny autoencoder `{fam.tae_name}` (held in the file, "
              f"MIT-licensed weights by Ollin Boer Bohan) plus a learned gain ({meta.get('gain', 'n/a')}) times the "
-             f"network's residual.{encoder_text(cfg)} {params / 1e6:.2f} M parameters in all, fp16 safetensors, {entry.size:,} bytes, "
+             f"network's residual.{encoder_text(cfg)} {params / 1e6:.2f} M parameters in all, fp16 safetensors, "
+             f"{entry.size:,} bytes, "
              f"sha256 `{entry.sha256}`.",
              f"- Latents: {fam.label} ({fam.model_channels} channels), trained and evaluated with `{fam.tae_name}` "
              "(the stand-in decoder in `../shared/vae`).",

@@ -203,11 +203,16 @@ def test_auto_picks_the_adapter_of_the_models_family(comfy_server, models, fmt, 
     assert load_file(str(saved))["latent_tensor"].shape == (1, channels, 16, 16)
 
 
-def test_preview_adapter_prints_a_console_note(comfy_server, models):
-    name = "lua_light_sd15.safetensors"
-    result = comfy_server.run_prompt(model_graph("SD15", _choice(comfy_server, name), 4), timeout=300)
-    assert result.ok, result.error
-    assert f"LUA: {name} is a PREVIEW adapter" in comfy_server.log_text()
+def test_the_console_notes_a_preview_adapter_only(comfy_server, models):
+    """The server's console says PREVIEW for an adapter whose manifest status is ``preview``, and only then."""
+    from lua_core.checkpoints.manifest import Manifest
+
+    status = {e.name: e.status for e in Manifest.load()}
+    for name in ("lua_light_sd15.safetensors", "lua_light_sdxl.safetensors"):
+        fmt, channels = ("SD15", 4) if "sd15" in name else ("SDXL", 4)
+        result = comfy_server.run_prompt(model_graph(fmt, _choice(comfy_server, name), channels), timeout=300)
+        assert result.ok, result.error
+        assert (f"LUA: {name} is a PREVIEW adapter" in comfy_server.log_text()) == (status[name] == "preview"), name
 
 
 @pytest.mark.parametrize("fmt,adapter,channels,node,want", [

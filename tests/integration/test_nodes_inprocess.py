@@ -259,20 +259,25 @@ def test_loader_auto_and_the_family_check(comfy, caplog):
         LUAModelLoader().load("auto", "fp32", model=_FakeModel("Wan21"))
 
 
-@pytest.mark.slow
-def test_no_note_for_an_adapter_that_is_not_a_preview(comfy, monkeypatch, caplog):
-    from comfyui_lua.nodes import loader_node, paths
-
+def _manifest_with_status(status: str) -> Manifest:
+    """The shipped manifest with every bundled adapter's status set to ``status``."""
     data = json.loads((REPO / "weights_manifest.json").read_text())
     for m in data["models"]:
-        m["status"] = "release" if m.get("status") == "preview" else m.get("status")
-        if m["status"] is None:
-            del m["status"]
-    released = Manifest.from_dict(data)
-    monkeypatch.setattr(paths, "load_manifest", lambda: released)
+        if m.get("status") in ("preview", "release"):
+            m["status"] = status
+    return Manifest.from_dict(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status", ["release", "preview"])
+def test_the_preview_note_follows_the_status(comfy, monkeypatch, caplog, status):
+    from comfyui_lua.nodes import loader_node, paths
+
+    manifest = _manifest_with_status(status)
+    monkeypatch.setattr(paths, "load_manifest", lambda: manifest)
     with caplog.at_level(logging.INFO):
         loader_node.LUAModelLoader().load("lua_light_sd15.safetensors", "fp32")
-    assert "PREVIEW" not in caplog.text
+    assert ("lua_light_sd15.safetensors is a PREVIEW adapter" in caplog.text) == (status == "preview")
 
 
 def test_video_latents_are_refused(comfy, flux_model):

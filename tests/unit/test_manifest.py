@@ -83,6 +83,7 @@ def test_shipped_manifest_official_flux_entry():
     assert "vaskers5/LUA-FLUX" in e.source and "2511.10629" in e.source
     assert e.size is None and e.sha256 is None
     assert e.bundled is None
+    assert e.status == "official"  # so `auto` prefers it on disk over the released light adapter
 
 
 # --- validation -------------------------------------------------------------------------------
