@@ -21,13 +21,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lua_core.families import get_family  # noqa: E402
-from lua_core.images import bicubic_down  # noqa: E402
 from lua_core.locations import expand_path, shared_dir  # noqa: E402
 from lua_core.metrics.perceptual import LPIPS  # noqa: E402
 from lua_core.photo_sets import training_photos  # noqa: E402
 from lua_core.tae import load_tae  # noqa: E402
-from lua_core.train.finetune import FinetuneConfig, lpips_weight, to_tae_skip  # noqa: E402
-from lua_core.train.losses import eagle_loss, fft_l1  # noqa: E402
+from lua_core.train.finetune import FinetuneConfig, decoded_window, loss_terms, term_weights, to_tae_skip  # noqa: E402
+from lua_core.train.losses import eagle_loss  # noqa: E402
 from lua_core.train.photos import PhotoPool  # noqa: E402
 
 RECIPE_EAGLE = 5e-5  # the weight of `eagle` in configs/train/*.json before it was dropped
@@ -55,19 +54,10 @@ def probe(checkpoint: Path, family: str, batches: int, photos: int, seed: int) -
     for step in range(batches * len(net.scales)):
         rng = random.Random(f"probe:{seed}:{step}")
         scale = net.scales[step % len(net.scales)]
-        size = rng.choice(cfg.lr_sizes_x2 if scale == 2 else cfg.lr_sizes_x4)
-        hr = pool.crops(rng, cfg.batch, size * 8 * scale)
-        with torch.no_grad():
-            z = tae.encode_raw(bicubic_down(hr, scale))
-        pred = net(z, scale)
-        side, win, m = pred.shape[-1], min(cfg.window, pred.shape[-1]), cfg.margin
-        top, left = rng.randrange(side - win + 1), rng.randrange(side - win + 1)
-        img = tae.decode_raw(pred[..., top:top + win, left:left + win].contiguous(memory_format=torch.channels_last))
-        img = img[..., 8 * m:8 * (win - m), 8 * m:8 * (win - m)]
-        ref = hr[..., 8 * (top + m):8 * (top + win - m), 8 * (left + m):8 * (left + win - m)]
-        terms = {"l1": cfg.l1 * (img - ref).abs().mean(), "fft": cfg.fft * fft_l1(img, ref),
-                 "lpips": lpips_weight(cfg, scale) * lpips(img, ref).mean(),
-                 "eagle_unit": eagle_loss(img, ref)}
+        img, ref = decoded_window(net, tae, pool, cfg, rng, scale)
+        weights = term_weights(cfg, scale)
+        terms = {k: weights[k] * v for k, v in loss_terms(img, ref, lpips).items()}
+        terms["eagle_unit"] = eagle_loss(img, ref)
         row = norms.setdefault(scale, {})
         for k, v in terms.items():
             row.setdefault(k, []).append(grad_norm(v, params))

@@ -74,13 +74,17 @@ def bar_misses(figs: dict[str, dict[str, Optional[float]]]) -> list[str]:
     return misses
 
 
+def encoder_trained(cfg: dict[str, Any]) -> bool:
+    """Whether the run trained the teacher's embedded encoder (``encoder_lr`` > 0)."""
+    return (cfg.get("encoder_lr") or 0) > 0
+
+
 def encoder_text(cfg: dict[str, Any]) -> str:
     """What the card says about the embedded tiny encoder: original, or trained with the adapter."""
-    rate = cfg.get("encoder_lr") or 0
-    if rate > 0:
-        return (f" The embedded encoder was trained with the adapter (Adam lr {rate:g}); the decoder is the original, "
-                "so the adapter's output is still decoded by the family's own VAE.")
-    return ""
+    if not encoder_trained(cfg):
+        return ""
+    return (f" The embedded encoder was trained with the adapter (Adam lr {cfg['encoder_lr']:g}); the decoder is the "
+            "original, so the adapter's output is still decoded by the family's own VAE.")
 
 
 def origin_text(meta: dict[str, Any]) -> str:
@@ -130,14 +134,14 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
              f"- Latents: {fam.label} ({fam.model_channels} channels), trained and evaluated with `{fam.tae_name}` "
              "(the stand-in decoder in `../shared/vae`).",
              "- License: Apache-2.0 (our weights and code); the embedded tiny autoencoder is MIT"
-             + (" (its encoder fine-tuned here)." if (cfg.get("encoder_lr") or 0) > 0 else "."), "",
+             + (" (its encoder fine-tuned here)." if encoder_trained(cfg) else "."), "",
              *family_note(fam.name),
              "## Training", "",
              f"- Recipe: `python -m lua_core.train.finetune --family {fam.name} --init <previous adapter> "
              f"--out .cache/ft/{fam.name} --seconds <budget> --threads 1` (resume: the same command; state in "
              f"`<out>/state.pt`). {origin_text(meta)}"
              + (f" The teacher's encoder trains too: `--set encoder_lr={cfg['encoder_lr']:g}`."
-                if (cfg.get("encoder_lr") or 0) > 0 else ""),
+                if encoder_trained(cfg) else ""),
              f"- Loss: {cfg.get('l1')} x L1 + {cfg.get('fft')} x FFT-L1 + LPIPS(AlexNet) (weight {cfg.get('lpips')}"
              + (f", x2 head {cfg['lpips_x2']}" if cfg.get("lpips_x2") is not None else "")
              + "; the run history below says when weights changed) on a decoded latent window "

@@ -82,6 +82,11 @@ def lpips_weight(cfg: FinetuneConfig, scale: int) -> float:
     return cfg.lpips
 
 
+def term_weights(cfg: FinetuneConfig, scale: int) -> dict[str, float]:
+    """The weight of each of :func:`loss_terms` for one head."""
+    return {"l1": cfg.l1, "fft": cfg.fft, "lpips": lpips_weight(cfg, scale)}
+
+
 def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dict[str, Any]]:
     """Load a light checkpoint as a ``skip="tae"`` network (converting a bicubic-skip one)."""
     raw = read_checkpoint(path)
@@ -103,6 +108,31 @@ def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dic
     with torch.no_grad():
         net.skip.gain.fill_(gain)
     return net, {"from": Path(path).name, "converted": True, "loaded": loaded}
+
+
+def decoded_window(net: LUANet, tae, pool: PhotoPool, cfg: FinetuneConfig, rng: random.Random,
+                   scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch of a head: fresh crops, their LR latent (original tiny encoder), the network's output,
+    a random ``cfg.window`` latent window of it decoded, and the scored centre with the matching true pixels."""
+    size = rng.choice(cfg.lr_sizes_x2 if scale == 2 else cfg.lr_sizes_x4)
+    hr = pool.crops(rng, cfg.batch, size * 8 * scale)
+    with torch.no_grad():
+        z = tae.encode_raw(bicubic_down(hr, scale))
+    pred = net(z, scale)
+    side, win, m = pred.shape[-1], min(cfg.window, pred.shape[-1]), cfg.margin
+    top, left = rng.randrange(side - win + 1), rng.randrange(side - win + 1)
+    img = tae.decode_raw(pred[..., top:top + win, left:left + win].contiguous(memory_format=torch.channels_last))
+    img = img[..., 8 * m:8 * (win - m), 8 * m:8 * (win - m)]
+    ref = hr[..., 8 * (top + m):8 * (top + win - m), 8 * (left + m):8 * (left + win - m)]
+    return img, ref
+
+
+def loss_terms(img: torch.Tensor, ref: torch.Tensor, lpips: Optional[LPIPS]) -> dict[str, torch.Tensor]:
+    """The fine-tune's unweighted loss terms: L1, FFT-L1 and (when given) LPIPS."""
+    terms = {"l1": (img - ref).abs().mean(), "fft": fft_l1(img, ref)}
+    if lpips is not None:
+        terms["lpips"] = lpips(img, ref).mean()
+    return terms
 
 
 class Validator:
@@ -232,20 +262,9 @@ class Finetuner:
         cfg = self.cfg
         rng = random.Random(f"{cfg.seed}:{step}")
         scale = self.net.scales[step % len(self.net.scales)]
-        size = rng.choice(cfg.lr_sizes_x2 if scale == 2 else cfg.lr_sizes_x4)
-        hr = self.pool.crops(rng, cfg.batch, size * 8 * scale)
-        with torch.no_grad():
-            z = self.tae.encode_raw(bicubic_down(hr, scale))
-        pred = self.net(z, scale)
-        side, win, m = pred.shape[-1], min(cfg.window, pred.shape[-1]), cfg.margin
-        top, left = rng.randrange(side - win + 1), rng.randrange(side - win + 1)
-        img = self.tae.decode_raw(pred[..., top:top + win, left:left + win].contiguous(memory_format=torch.channels_last))
-        img = img[..., 8 * m:8 * (win - m), 8 * m:8 * (win - m)]
-        ref = hr[..., 8 * (top + m):8 * (top + win - m), 8 * (left + m):8 * (left + win - m)]
-        terms = {"l1": (img - ref).abs().mean(), "fft": fft_l1(img, ref)}
-        if self.lpips is not None:
-            terms["lpips"] = self.lpips(img, ref).mean()
-        weights = {"l1": cfg.l1, "fft": cfg.fft, "lpips": lpips_weight(cfg, scale)}
+        img, ref = decoded_window(self.net, self.tae, self.pool, cfg, rng, scale)
+        terms = loss_terms(img, ref, self.lpips)
+        weights = term_weights(cfg, scale)
         loss = sum(weights[k] * v for k, v in terms.items())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

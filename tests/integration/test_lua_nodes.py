@@ -208,9 +208,8 @@ def test_the_console_notes_a_preview_adapter_only(comfy_server, models):
     from lua_core.checkpoints.manifest import Manifest
 
     status = {e.name: e.status for e in Manifest.load()}
-    for name in ("lua_light_sd15.safetensors", "lua_light_sdxl.safetensors"):
-        fmt, channels = ("SD15", 4) if "sd15" in name else ("SDXL", 4)
-        result = comfy_server.run_prompt(model_graph(fmt, _choice(comfy_server, name), channels), timeout=300)
+    for name, fmt in (("lua_light_sd15.safetensors", "SD15"), ("lua_light_sdxl.safetensors", "SDXL")):
+        result = comfy_server.run_prompt(model_graph(fmt, _choice(comfy_server, name), 4), timeout=300)
         assert result.ok, result.error
         assert (f"LUA: {name} is a PREVIEW adapter" in comfy_server.log_text()) == (status[name] == "preview"), name
 

@@ -168,16 +168,21 @@ def test_photo_pool_crops():
     assert 0 <= a.min() and a.max() <= 1 and a.std() > 0.02
 
 
-@pytest.mark.slow
-def test_finetune_runs_exports_and_resumes(tmp_path):
-    photos = tmp_path / "train" / "sun_hays80"
-    photos.mkdir(parents=True)
-    for p in sorted((shared_dir() / "data" / "train" / "sun_hays80").iterdir())[:4]:
-        shutil.copy(p, photos / p.name)
+def _tiny_photo_sets(tmp_path, photos: int):
+    """``tmp_path/train`` with ``photos`` SUN photographs and ``tmp_path/val`` with one BSDS500 image; returns the latter."""
+    train = tmp_path / "train" / "sun_hays80"
+    train.mkdir(parents=True)
+    for p in sorted((shared_dir() / "data" / "train" / "sun_hays80").iterdir())[:photos]:
+        shutil.copy(p, train / p.name)
     val = tmp_path / "val"
     val.mkdir()
-    for p in sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[:1]:
-        shutil.copy(p, val / p.name)
+    shutil.copy(sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[0], val)
+    return val
+
+
+@pytest.mark.slow
+def test_finetune_runs_exports_and_resumes(tmp_path):
+    val = _tiny_photo_sets(tmp_path, 4)
     cfg = FinetuneConfig(family="sdxl", init=str(SDXL), batch=1, lpips=0.0, lr_sizes_x2=(8,), lr_sizes_x4=(4,),
                          window=8, val_every=2, val_crop=128, val_images=1, train_dir=str(tmp_path / "train"),
                          val_dir=str(val))
@@ -231,13 +236,7 @@ def test_resumed_runs_keep_their_validation_protocol():
 @pytest.mark.slow
 def test_finetune_can_train_the_teachers_encoder(tmp_path):
     """``encoder_lr`` trains the embedded tiny encoder (its own rate), never the decoder; a run cannot switch it."""
-    photos = tmp_path / "train" / "sun_hays80"
-    photos.mkdir(parents=True)
-    for p in sorted((shared_dir() / "data" / "train" / "sun_hays80").iterdir())[:2]:
-        shutil.copy(p, photos / p.name)
-    val = tmp_path / "val"
-    val.mkdir()
-    shutil.copy(sorted((shared_dir() / "data" / "val" / "bsds500").iterdir())[0], val)
+    val = _tiny_photo_sets(tmp_path, 2)
     cfg = FinetuneConfig(family="sdxl", init=str(SDXL), batch=1, lpips=0.0, lr_sizes_x2=(8,), lr_sizes_x4=(4,),
                          window=8, val_every=100, val_crop=128, val_images=1, train_dir=str(tmp_path / "train"),
                          val_dir=str(val), encoder_lr=1e-3)
