@@ -1,102 +1,170 @@
-"""Pack what an accelerator session needs from ``../shared`` into a folder that travels with the repo.
+"""Pack what a fine-tune on an accelerator needs from ``../shared`` into a folder that travels with the repo.
 
-The device machine receives the repository and the ignored paths a call names in ``carry`` (64 MiB
-in all), not ``../shared``.  This writes ``<out>/shared`` in the same layout, small enough to carry:
+The device machine receives the working tree (tracked and untracked, not ignored files) and the ignored
+paths a call names in ``carry``, 64 MiB in all, not ``../shared``.  The shipped weights alone take most of
+that, so the kit is for one family and fills what is left (the budget defaults to 64 MiB minus the
+working tree, measured with git):
 
-- ``vae/``: the tiny autoencoders, copied unchanged;
-- ``data/val/``: exactly the images the evaluation picks (``--val-count`` spread over the sorted
-  folder), as lossless PNG centre crops, so ``python -m lua_core.eval`` gives the same figures there;
-- ``data/train/``: one random ``--train-crop`` px crop of each of ``--train-images`` training
-  photographs (WebP, ``--quality``), the raw material of the latent cache.
+- ``shared/vae/``: that family's tiny autoencoder, copied unchanged;
+- ``shared/data/holdout/`` and ``shared/data/val/``: the fine-tune's validation images (``--val-images``
+  of the fixed held-out photographs and of ``data/val``, the picks and native crops it makes here), WebP;
+- ``metrics/lpips_alex.safetensors``: the LPIPS(AlexNet) weights in fp16 (the loss; DISTS's VGG is too
+  large to travel, so validation there scores PSNR and LPIPS);
+- ``shared/data/train/``: one random ``--train-crop`` px crop (after a random 0.5-1x zoom) of as many
+  training photographs (held-out ones excluded) as the budget allows, WebP ``--quality``.
 
-Point the code at it with ``LUA_SHARED_DIR=<out>/shared``; ``scripts/train_device.sh`` does.
+``scripts/train_device.sh`` points the fine-tune at it (``LUA_SHARED_DIR``, ``LUA_METRICS_DIR``,
+``holdout_dir``).
 
-    python scripts/device_kit.py --out .device_kit
+    python scripts/device_kit.py --family sdxl --out .device_kit
 """
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lua_core.images import (  # noqa: E402
-    center_crop,  # noqa: E402
-    list_images,
-    load_image,
-)
+import torch  # noqa: E402
+
+from lua_core.families import get_family  # noqa: E402
+from lua_core.images import center_crop, load_image, native_crop_side  # noqa: E402
 from lua_core.locations import shared_dir  # noqa: E402
-from lua_core.photo_sets import pick_val_images  # noqa: E402
+from lua_core.metrics.perceptual import metrics_dir  # noqa: E402
+from lua_core.photo_sets import holdout_photos, pick_val_images, spread, training_photos  # noqa: E402
+from lua_core.tae import tae_files  # noqa: E402
 
 MIB = 1 << 20
+TRAVEL_MIB = 64.0
+SCALES = (2, 4)
 
 
-def _save(img, path: Path, quality: int | None) -> None:
+def _webp(img: torch.Tensor, quality: int) -> bytes:
     from PIL import Image
 
     arr = (img.permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="WEBP", quality=quality, method=4)
+    return buf.getvalue()
+
+
+def _write(path: Path, data: bytes) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if quality is None:
-        Image.fromarray(arr).save(path, format="PNG", optimize=True)
-    else:
-        Image.fromarray(arr).save(path, format="WEBP", quality=quality, method=4)
+    path.write_bytes(data)
+    return len(data)
 
 
-def build_kit(out: Path, source: Path, train_images: int, train_crop: int, quality: int, val_count: int,
-              val_crop: int, budget_mib: float, seed: int = 0) -> dict[str, int]:
-    """Write ``out/shared``; returns bytes per part.  Refuses (and removes the half-written kit) past the budget."""
-    dest = out / "shared"
-    tmp = out / "shared.part"
+def _zoomed_crop(path: Path, crop: int, rng: random.Random) -> torch.Tensor:
+    """A random ``crop`` px square of the photograph after a random 0.5-1x downscale (never below the crop)."""
+    import torch.nn.functional as F
+
+    img = load_image(path, crop)
+    h, w = img.shape[-2:]
+    zoom = max(rng.uniform(0.5, 1.0), crop / min(h, w))
+    if zoom < 1.0:
+        size = (max(crop, round(h * zoom)), max(crop, round(w * zoom)))
+        img = F.interpolate(img.unsqueeze(0), size=size, mode="bicubic", antialias=True,
+                            align_corners=False).squeeze(0).clamp(0, 1)
+        h, w = img.shape[-2:]
+    top, left = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
+    return img[:, top:top + crop, left:left + crop]
+
+
+def working_tree_mib(repo: Path) -> float:
+    """MiB of what a device call sends besides ``carry``: tracked files and untracked files git does not ignore."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    return sum((repo / n.decode()).stat().st_size for n in names if n and (repo / n.decode()).is_file()) / MIB
+
+
+def build_kit(out: Path, source: Path, family: str, metrics_root: Path, train_crop: int, quality: int,
+              val_images: int, val_crop: int, budget_mib: float, max_train: int | None = None,
+              seed: int = 0) -> dict[str, int]:
+    """Write ``out/shared`` and ``out/metrics`` for ``family``; returns bytes per part.
+
+    Training crops are added until the next would pass ``budget_mib``; the fixed parts alone over it are
+    refused, and a refused or failed build leaves the previous kit as it was.
+    """
+    fam = get_family(family)
+    unit = fam.crop_unit(SCALES)
+    tmp = out.with_name(out.name + ".part")
     if tmp.exists():
         shutil.rmtree(tmp)
+    budget = budget_mib * MIB
+    sizes = {"vae": 0, "metrics": 0, "data/holdout": 0, "data/val": 0, "data/train": 0}
     try:
-        shutil.copytree(source / "vae", tmp / "vae")
-        root = source / "data" / "val"
-        for f in pick_val_images(root, val_count):
-            img = center_crop(load_image(f, val_crop), val_crop)
-            _save(img, (tmp / "data" / "val" / f.relative_to(root)).with_suffix(".png"), None)
-        root = source / "data" / "train"
-        files = list_images(root)
+        for f in tae_files(fam.tae_name, source / "vae"):
+            sizes["vae"] += _write(tmp / "shared" / "vae" / f.name, f.read_bytes())
+        from safetensors.torch import load_file, save_file
+
+        lpips = {k: v.half() if v.is_floating_point() else v for k, v in
+                 load_file(str(metrics_root / "lpips_alex.safetensors")).items()}
+        (tmp / "metrics").mkdir(parents=True)
+        save_file(lpips, str(tmp / "metrics" / "lpips_alex.safetensors"))
+        sizes["metrics"] = (tmp / "metrics" / "lpips_alex.safetensors").stat().st_size
+        train_root = source / "data" / "train"
+        picks = {"data/holdout": (train_root, spread(holdout_photos(train_root), val_images)),
+                 "data/val": (source / "data" / "val", pick_val_images(source / "data" / "val", val_images))}
+        for part, (root, paths) in picks.items():
+            for p in paths:
+                side = native_crop_side(p, val_crop, unit)
+                img = center_crop(load_image(p), side)
+                sizes[part] += _write((tmp / "shared" / part / p.relative_to(root)).with_suffix(".webp"),
+                                      _webp(img, 95))
+        fixed = sum(sizes.values())
+        if fixed > budget:
+            raise ValueError(f"the kit's fixed parts take {fixed / MIB:.1f} MiB, over the {budget_mib:.1f} MiB "
+                             "budget: lower --val-images or free room in the working tree")
         rng = random.Random(seed)
-        for f in sorted(rng.sample(files, min(train_images, len(files)))):
-            img = load_image(f, train_crop)
-            h, w = img.shape[-2:]
-            top, left = rng.randrange(h - train_crop + 1), rng.randrange(w - train_crop + 1)
-            crop = img[:, top: top + train_crop, left: left + train_crop]
-            _save(crop, (tmp / "data" / "train" / f.relative_to(root)).with_suffix(".webp"), quality)
-        sizes = {part: sum(p.stat().st_size for p in (tmp / part).rglob("*") if p.is_file())
-                 for part in ("vae", "data/val", "data/train")}
-        total = sum(sizes.values())
-        if total > budget_mib * MIB:
-            raise ValueError(f"the kit takes {total / MIB:.1f} MiB, over the {budget_mib} MiB budget: "
-                             "lower --train-images, --train-crop or --quality")
+        photos = training_photos(train_root)
+        rng.shuffle(photos)
+        for p in photos[:max_train]:
+            data = _webp(_zoomed_crop(p, train_crop, rng), quality)
+            if fixed + sizes["data/train"] + len(data) > budget:
+                break
+            sizes["data/train"] += _write((tmp / "shared" / "data" / "train" / p.relative_to(train_root))
+                                          .with_suffix(".webp"), data)
+        if sizes["data/train"] == 0:
+            raise ValueError(f"no training crop fits the {budget_mib:.1f} MiB budget")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
     return sizes
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--family", required=True, help="sd15, sdxl, sd3, flux1 or flux2")
     ap.add_argument("--out", type=Path, default=Path(".device_kit"))
     ap.add_argument("--source", type=Path, default=None, help="the shared folder (default: $LUA_SHARED_DIR or ../shared)")
-    ap.add_argument("--train-images", type=int, default=900)
-    ap.add_argument("--train-crop", type=int, default=288)
+    ap.add_argument("--metrics", type=Path, default=None, help="the perceptual weights (default: $LUA_METRICS_DIR "
+                    "or .cache/metrics)")
+    ap.add_argument("--train-crop", type=int, default=320)
+    ap.add_argument("--max-train", type=int, default=None, help="at most this many training crops")
     ap.add_argument("--quality", type=int, default=85)
-    ap.add_argument("--val-count", type=int, default=12)
-    ap.add_argument("--val-crop", type=int, default=256)
-    ap.add_argument("--budget-mib", type=float, default=44.0,
-                    help="refuse a larger kit (64 MiB travel in all, the repository included)")
+    ap.add_argument("--val-images", type=int, default=4, help="per validation set (the fine-tune's val_images)")
+    ap.add_argument("--val-crop", type=int, default=384)
+    ap.add_argument("--budget-mib", type=float, default=None,
+                    help="the kit's size (default: 64 MiB less the working tree and 0.25 MiB of slack)")
     args = ap.parse_args()
-    sizes = build_kit(args.out, args.source or shared_dir(), args.train_images, args.train_crop, args.quality,
-                      args.val_count, args.val_crop, args.budget_mib)
-    print(", ".join(f"{k}: {v / MIB:.1f} MiB" for k, v in sizes.items()), f"-> {args.out / 'shared'}")
+    repo = Path(__file__).resolve().parents[1]
+    budget = args.budget_mib if args.budget_mib is not None else TRAVEL_MIB - working_tree_mib(repo) - 0.25
+    try:
+        sizes = build_kit(args.out, args.source or shared_dir(), args.family, args.metrics or metrics_dir(),
+                          args.train_crop, args.quality, args.val_images, args.val_crop, budget, args.max_train)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    crops = sum(1 for _ in (args.out / "shared" / "data" / "train").rglob("*.webp"))
+    print(", ".join(f"{k}: {v / MIB:.2f} MiB" for k, v in sizes.items()),
+          f"({crops} training crops; budget {budget:.2f} MiB) -> {args.out}")
 
 
 if __name__ == "__main__":

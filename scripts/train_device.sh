@@ -1,64 +1,46 @@
 #!/usr/bin/env bash
-# One accelerator call: train the five light adapters side by side on one GPU from the device kit,
-# export each (EMA, fp16), and pack weights, metrics and logs into $OUT/device_run.tar.gz.
-# Evaluation stays on this side (CPU): the model cards' figures must reproduce without a GPU.
+# One accelerator call: continue one family's shipped adapter with the fine-tune (the shipped recipe,
+# python -m lua_core.train.finetune) on the GPU, and return its best and latest EMA weights, metrics and log.
+# Evaluation and release stay on this side (CPU), so the model cards' figures reproduce without a GPU.
 #
-#   here:    python scripts/device_kit.py --out .device_kit          (42.8 MiB; ../shared does not travel)
-#   device:  run(command="bash scripts/train_device.sh", carry=[".device_kit"], timeout_s=600)
-#   here:    tar -xzf <files_at>/device_run.tar.gz -C .cache/device_run
-#            python -m lua_core.eval --checkpoint .cache/device_run/<family>/lua_light_<family>.safetensors ...
+#   here:    python scripts/device_kit.py --family sdxl --out .device_kit   (fills what the 64 MiB travel limit leaves)
+#   device:  run(command="FAMILY=sdxl bash scripts/train_device.sh", carry=[".device_kit"], timeout_s=600)
+#   here:    the files come back as best.safetensors, latest.safetensors, metrics.jsonl, finetune.log;
+#            bash .cache/eval_cand.sh-style evaluation, then scripts/release_finetuned.py (lua_core/train/README.md)
 #
-# Each family runs its CPU recipe (configs/train/<family>_light_cpu.json: teacher Stage I, joint,
-# pixel) with more data, bigger batches and full 256 px crops. A run still going after
-# TRAIN_SECONDS is stopped and its latest checkpoint (every 200 steps) exported, so the call ends
-# inside its limit whatever the throughput; metrics.jsonl says how far each got.
-# Environment: FAMILIES, DEVICE (cuda), TRAIN_SECONDS (450), SAMPLES (4096), LATENT_STEPS (3000),
-# JOINT_STEPS (300), PIXEL_STEPS (3000), LATENT_BATCH (64), PIXEL_BATCH (16), THREADS (3), CHECKPOINT_EVERY (200), PYTHON.
+# It starts from weights/lua_light_<family>.safetensors (the committed best) in a fresh run folder, so
+# a second call continues from whatever was committed in between. Validation there scores PSNR and
+# LPIPS only (DISTS's VGG does not fit the kit); best.safetensors is chosen on that score.
+# Environment: FAMILY (sdxl), DEVICE (cuda), TRAIN_SECONDS (420), BATCH (16), VAL_EVERY (250),
+# THREADS (8), EXTRA_SETS (more --set KEY=JSON words, e.g. "encoder_lr=5e-5 lpips_x2=0.5"), PYTHON.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-KIT="$PWD/.device_kit/shared"
-if [ ! -d "$KIT/vae" ]; then
-    echo "no device kit at $KIT: run 'python scripts/device_kit.py --out .device_kit' and carry .device_kit" >&2
+KIT="$PWD/.device_kit"
+FAMILY=${FAMILY:-sdxl}
+if [ ! -d "$KIT/shared/vae" ] || [ ! -f "$KIT/metrics/lpips_alex.safetensors" ]; then
+    echo "no device kit at $KIT: run 'python scripts/device_kit.py --family $FAMILY' and carry .device_kit" >&2
     exit 2
 fi
-export LUA_SHARED_DIR="$KIT" PYTHONUNBUFFERED=1
+export LUA_SHARED_DIR="$KIT/shared" LUA_METRICS_DIR="$KIT/metrics" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 OUT_DIR=${OUT:-$PWD/.cache/device_out}
-RUNS="$PWD/.cache/device_runs"
-FAMILIES=${FAMILIES:-"flux1 sd15 sdxl sd3 flux2"}
-mkdir -p "$OUT_DIR" "$RUNS"
+RUN="$PWD/.cache/device_runs/$FAMILY"
+rm -rf "$RUN"
+mkdir -p "$OUT_DIR" "$RUN"
 
-sets=(
-    --set "data.num_samples=${SAMPLES:-4096}" --set data.shard_size=256 --set data.encode_batch=64
-    --set "stages.0.steps=${LATENT_STEPS:-3000}" --set "stages.0.batch_size=${LATENT_BATCH:-64}"
-    --set "stages.1.steps=${JOINT_STEPS:-300}" --set "stages.1.batch_size=${PIXEL_BATCH:-16}" --set stages.1.crop=null
-    --set "stages.2.steps=${PIXEL_STEPS:-3000}" --set "stages.2.batch_size=${PIXEL_BATCH:-16}" --set stages.2.crop=null
-    --set "checkpoint.every=${CHECKPOINT_EVERY:-200}" --set checkpoint.val_every=1000 --set checkpoint.log_every=50
-)
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$RUNS/gpu.txt"
+sets=(--set "batch=${BATCH:-16}" --set "val_every=${VAL_EVERY:-250}"
+      --set "holdout_dir=\"$KIT/shared/data/holdout\"")
+for s in ${EXTRA_SETS:-}; do sets+=(--set "$s"); done
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$RUN/gpu.txt"
 start=$(date +%s)
-for fam in $FAMILIES; do
-    timeout --signal=TERM "${TRAIN_SECONDS:-450}" "$PY" -m lua_core.train --config "configs/train/${fam}_light_cpu.json" \
-        --device "${DEVICE:-cuda}" --threads "${THREADS:-3}" --out "$RUNS/$fam" --no-progress "${sets[@]}" \
-        > "$RUNS/$fam.log" 2>&1 &
+"$PY" -m lua_core.train.finetune --family "$FAMILY" --init "weights/lua_light_${FAMILY}.safetensors" \
+    --out "$RUN" --device "${DEVICE:-cuda}" --threads "${THREADS:-8}" --seconds "${TRAIN_SECONDS:-420}" --validate-at-end "${sets[@]}" \
+    > "$RUN/finetune.log" 2>&1
+status=$?
+echo "fine-tune: exit $status after $(( $(date +%s) - start )) s"
+tail -n 3 "$RUN/finetune.log"
+for f in best.safetensors latest.safetensors metrics.jsonl finetune.log gpu.txt; do
+    [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT_DIR/$f"
 done
-wait
-echo "training: $(( $(date +%s) - start )) s"
-status=0
-for fam in $FAMILIES; do
-    weights="$RUNS/$fam/lua_light_${fam}.safetensors"
-    if ! grep -q '"final_val"' "$RUNS/$fam.log"; then
-        echo "$fam: stopped at the time limit; exporting its latest checkpoint"
-        "$PY" -m lua_core.train --config "configs/train/${fam}_light_cpu.json" --device "${DEVICE:-cuda}" \
-            --out "$RUNS/$fam" --export-only "${sets[@]}" >> "$RUNS/$fam.log" 2>&1 || true
-    fi
-    if [ -f "$weights" ]; then
-        echo "$fam: $(grep -c '"kind": "train"' "$RUNS/$fam/metrics.jsonl") train records; last validation:"
-        grep '"kind": "val"' "$RUNS/$fam/metrics.jsonl" | tail -n 1
-    else
-        echo "$fam: no weights (see $fam.log)"; tail -n 20 "$RUNS/$fam.log"; status=1
-    fi
-done
-tar -czf "$OUT_DIR/device_run.tar.gz" -C "$RUNS" --exclude='state' --exclude='*.pt' .
 ls -la "$OUT_DIR"
 exit $status

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..checkpoints.export import save_checkpoint
 from ..checkpoints.formats import config_from_metadata, load_into, read_checkpoint
 from ..families import get_family
-from ..images import bicubic_down, center_crop, load_image, native_crop_side
+from ..images import bicubic_down, center_crop, list_images, load_image, native_crop_side
 from ..locations import shared_dir
 from ..metrics.perceptual import LPIPS
 from ..metrics.pixel import psnr
@@ -73,6 +73,15 @@ class FinetuneConfig:
     seed: int = 0
     train_dir: str = ""
     val_dir: str = ""
+    holdout_dir: str = ""  # held-out photographs in a folder of their own; ``train_dir`` then trains whole
+
+
+def photo_split(cfg: FinetuneConfig, train_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(training photographs, held-out photographs validated on): the fixed held-out set of ``train_dir``,
+    or, with ``cfg.holdout_dir`` (a device kit, where the held-out crops travel apart), that folder."""
+    if cfg.holdout_dir:
+        return list_images(train_dir), list_images(cfg.holdout_dir)
+    return training_photos(train_dir), holdout_photos(train_dir)
 
 
 def lpips_weight(cfg: FinetuneConfig, scale: int) -> float:
@@ -115,7 +124,7 @@ def decoded_window(net: LUANet, tae, pool: PhotoPool, cfg: FinetuneConfig, rng: 
     """One training batch of a head: fresh crops, their LR latent (original tiny encoder), the network's output,
     a random ``cfg.window`` latent window of it decoded, and the scored centre with the matching true pixels."""
     size = rng.choice(cfg.lr_sizes_x2 if scale == 2 else cfg.lr_sizes_x4)
-    hr = pool.crops(rng, cfg.batch, size * 8 * scale)
+    hr = pool.crops(rng, cfg.batch, size * 8 * scale).to(next(net.parameters()).device)
     with torch.no_grad():
         z = tae.encode_raw(bicubic_down(hr, scale))
     pred = net(z, scale)
@@ -144,20 +153,20 @@ class Validator:
     """
 
     def __init__(self, tae, sets: dict[str, Sequence[Path]], crop: int, scales: Sequence[int],
-                 native: bool = False, unit: Optional[int] = None) -> None:
+                 native: bool = False, unit: Optional[int] = None, device: str | torch.device = "cpu") -> None:
         from ..metrics.perceptual import load_perceptual
 
         if native and not unit:
             raise ValueError("native validation crops need the family's crop unit")
         self.tae, self.scales = tae, tuple(scales)
-        self.metrics, _ = load_perceptual("cpu")
+        self.metrics, _ = load_perceptual(device)
         self.items: list[tuple[str, int, torch.Tensor, torch.Tensor, dict[str, Any]]] = []
         self.crops: dict[str, int] = {}
         for name, paths in sets.items():
             for p in paths:
                 side = native_crop_side(p, crop, unit) if native else crop
                 self.crops[p.name] = side
-                hr = center_crop(load_image(p, 0 if native else crop), side).unsqueeze(0)
+                hr = center_crop(load_image(p, 0 if native else crop), side).unsqueeze(0).to(device)
                 with torch.no_grad():
                     refs = {k: m.reference(hr) for k, m in self.metrics.items()}
                     for s in self.scales:
@@ -192,16 +201,17 @@ class Validator:
 
 
 class Finetuner:
-    """One resumable fine-tune run in ``out``."""
+    """One resumable fine-tune run in ``out``, on ``device`` (a run saved on one device resumes on another)."""
 
     def __init__(self, cfg: FinetuneConfig, out: Path, threads: Optional[int] = None,
-                 state: Optional[dict[str, Any]] = None) -> None:
+                 state: Optional[dict[str, Any]] = None, device: str | torch.device = "cpu") -> None:
         if threads:
             torch.set_num_threads(threads)
+        self.device = training_device(device)
         self.cfg, self.out = cfg, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.fam = get_family(cfg.family)
-        self.tae = load_tae(self.fam)
+        self.tae = load_tae(self.fam, device=self.device)
         self.tae.decoder.to(memory_format=torch.channels_last)
         train_dir = Path(cfg.train_dir or shared_dir() / "data" / "train")
         val_dir = Path(cfg.val_dir or shared_dir() / "data" / "val")
@@ -218,6 +228,7 @@ class Finetuner:
         else:
             self.net, self.info = to_tae_skip(cfg.init, cfg.family, cfg.gain_init)
         assert self.net.skip is not None
+        self.net.to(self.device)
         self.net.skip.encoder.requires_grad_(cfg.encoder_lr > 0)
         self.net.skip.decoder.requires_grad_(False)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
@@ -236,12 +247,13 @@ class Finetuner:
             self.ema.load_state_dict(self.state["ema"])
             self.step, self.best = self.state["step"], self.state["best"]
             self.history, self.seconds = self.state["history"], self.state["seconds"]
-        self.pool = PhotoPool(training_photos(train_dir), cfg.min_zoom)
-        val_sets = {"holdout": spread(holdout_photos(train_dir), cfg.val_images),
+        train, held = photo_split(cfg, train_dir)
+        self.pool = PhotoPool(train, cfg.min_zoom)
+        val_sets = {"holdout": spread(held, cfg.val_images),
                     "val": pick_val_images(val_dir, cfg.val_images)}
         self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales, cfg.val_native,
-                                   self.fam.crop_unit(self.net.scales))
-        self.lpips = LPIPS("alex") if cfg.lpips or cfg.lpips_x2 else None
+                                   self.fam.crop_unit(self.net.scales), self.device)
+        self.lpips = LPIPS("alex").to(self.device) if cfg.lpips or cfg.lpips_x2 else None
         self._stop = False
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -299,7 +311,10 @@ class Finetuner:
             self.best = val["score"]
             self.export("best.safetensors", val)
 
-    def run(self, seconds: float, max_steps: Optional[int] = None, log_every: int = 25) -> None:
+    def run(self, seconds: float, max_steps: Optional[int] = None, log_every: int = 25,
+            validate_at_end: bool = False) -> None:
+        """Train until ``seconds`` pass, ``max_steps`` is reached or SIGTERM; ``validate_at_end`` validates and
+        exports the last steps too (a run that will not be resumed, e.g. on a borrowed accelerator)."""
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         if self.step == 0 and not self.history:
             self.log({"start": True, "init": self.info, "baseline": self.validator.baseline})
@@ -322,7 +337,21 @@ class Finetuner:
                 self.validate()
             if self.step % 50 == 0:
                 self.save()
+        if validate_at_end and self.history and self.history[-1]["step"] != self.step:
+            self.validate()
         self.save()
+
+
+def training_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device (``auto``: CUDA, then MPS, then the CPU); a clear error when it is absent."""
+    from ..api import resolve_device
+
+    dev = resolve_device(str(device))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this PyTorch build sees no CUDA device; use --device cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: no MPS device here; use --device cpu")
+    return dev
 
 
 def resumed_config(saved: dict[str, Any], fields: dict[str, Any]) -> FinetuneConfig:
@@ -342,6 +371,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--seconds", type=float, default=3600, help="wall-time budget of this stint")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--validate-at-end", action="store_true",
+                   help="validate and export the steps after the last validation when the stint ends")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a FinetuneConfig field")
     args = p.parse_args(argv)
     fields = apply_sets({}, args.set)
@@ -353,7 +385,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if not args.init:
             raise SystemExit("--init is required to start a new run")
         cfg = FinetuneConfig(family=args.family, init=args.init, **fields)
-    Finetuner(cfg, Path(args.out), args.threads, state).run(args.seconds, args.max_steps)
+    try:
+        tuner = Finetuner(cfg, Path(args.out), args.threads, state, args.device)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    tuner.run(args.seconds, args.max_steps, validate_at_end=args.validate_at_end)
 
 
 if __name__ == "__main__":

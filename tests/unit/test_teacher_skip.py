@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from lua_core.api import load_model
 from lua_core.checkpoints.export import save_checkpoint
@@ -21,7 +22,17 @@ from lua_core.model.config import LIGHT_CONFIG
 from lua_core.model.network import Chunks, LUANet
 from lua_core.photo_sets import holdout_photos, training_photos
 from lua_core.tae import load_tae
-from lua_core.train.finetune import FinetuneConfig, Finetuner, Validator, lpips_weight, resumed_config, to_tae_skip
+from lua_core.train.finetune import (
+    FinetuneConfig,
+    Finetuner,
+    Validator,
+    lpips_weight,
+    photo_split,
+    resumed_config,
+    to_tae_skip,
+    training_device,
+)
+from lua_core.train.finetune import main as finetune_main
 from lua_core.train.photos import PhotoPool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,6 +209,9 @@ def test_finetune_runs_exports_and_resumes(tmp_path):
     resumed.run(seconds=600, max_steps=3)
     state = torch.load(out / "state.pt", weights_only=False)
     assert state["step"] == 3 and len(state["history"]) == 2
+    Finetuner(cfg, out, threads=1).run(seconds=600, max_steps=4, validate_at_end=True)  # a stint that ends off-beat
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert [h["step"] for h in state["history"]] == [0, 2, 4] and (out / "step_00004.safetensors").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum("start" in r for r in records) == 1
     assert load_model(out / "best.safetensors", device="cpu").config.skip == "tae"
@@ -254,3 +268,30 @@ def test_finetune_can_train_the_teachers_encoder(tmp_path):
         Finetuner(dataclasses.replace(cfg, encoder_lr=0.0), out, threads=1)
     frozen = FinetuneConfig(family="sdxl", init="x")
     assert frozen.encoder_lr == 0.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a machine without CUDA gives")
+def test_finetune_refuses_an_absent_device_clearly(tmp_path, capsys):
+    with pytest.raises(ValueError, match="no CUDA device"):
+        training_device("cuda")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        finetune_main(["--family", "sdxl", "--init", str(SDXL), "--out", str(tmp_path / "run"), "--device", "cuda",
+                       "--max-steps", "1"])
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    assert training_device("cpu") == torch.device("cpu")
+
+
+def test_a_separate_holdout_folder_validates_and_the_train_folder_trains_whole(tmp_path):
+    """The device kit carries held-out crops apart from the training crops (too small to meet the held-out rule)."""
+    train_dir = shared_dir() / "data" / "train"
+    if not train_dir.is_dir():
+        pytest.skip("../shared/data/train is not here")
+    default = FinetuneConfig(family="sdxl", init="x")
+    train, held = photo_split(default, train_dir)
+    assert held == holdout_photos(train_dir) and train == training_photos(train_dir)
+    kit = tmp_path / "kit"
+    for name in ("train/sun/a.webp", "train/sun/b.webp", "holdout/sun/c.webp"):
+        (kit / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64)).save(kit / name)
+    split = photo_split(dataclasses.replace(default, holdout_dir=str(kit / "holdout")), kit / "train")
+    assert split == ([kit / "train/sun/a.webp", kit / "train/sun/b.webp"], [kit / "holdout/sun/c.webp"])
