@@ -206,7 +206,9 @@ def test_manifest_entry_with_a_hub_url_goes_through_the_hub(hub, tmp_path, monke
                           license="Apache-2.0", source="test", description="")
     out = download_entry(entry, tmp_path / "lua", hub_cache_dir=tmp_path / "cache")
     assert out.read_bytes() == PAYLOAD
-    assert [e[0] for e in hub["log"]] == ["hub", "storage"]  # the endpoint came from HF_ENDPOINT
+    hosts = [e[0] for e in hub["log"]]
+    # the endpoint came from HF_ENDPOINT (huggingface_hub may repeat a metadata request when a loaded machine is slow)
+    assert hosts[0] == "hub" and hosts[-1] == "storage" and set(hosts) == {"hub", "storage"}, hosts
 
 
 def test_token_is_sent_to_the_hub(hub, tmp_path):
