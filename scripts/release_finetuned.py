@@ -2,7 +2,7 @@
 """Bundle an adapter from ``python -m lua_core.train.finetune``: weights/, model card, manifest entry.
 
     python scripts/release_finetuned.py --family sdxl --checkpoint .cache/ft/sdxl/best.safetensors \
-        --eval-holdout docs/eval/sdxl/holdout/results.json --eval-val docs/eval/sdxl/val/results.json \
+        --eval-holdout docs/eval/sdxl/holdout/results.json --eval-val docs/eval/sdxl/val_native/results.json \
         --hardware "2-core AMD EPYC CPU, 1 thread"
 
 Both evaluations must be of this file (sha256) and run the paths lua, pixel_bicubic, pixel_lanczos,
