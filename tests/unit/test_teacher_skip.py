@@ -1,6 +1,7 @@
 """The ``tae`` teacher skip: what it computes, its tiles, the network around it, its files and its fine-tune."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -77,8 +78,12 @@ def test_bicubic_skip_checkpoint_converts(tmp_path, tae):
 
 @pytest.mark.slow
 def test_teacher_is_the_pixel_bicubic_latent(net, tae, photo_latent):
+    """``encode(bicubic_up(decode(z)))`` with the family's decoder (frozen in training) and the file's own encoder
+    (the fine-tune may have trained it: ``encoder_lr``)."""
+    own = copy.deepcopy(tae)
+    own.encoder.load_state_dict(net.skip.encoder.state_dict())
     with torch.no_grad():
-        want = tae.encode(F.interpolate(tae.decode(photo_latent).clamp(0, 1), scale_factor=2, mode="bicubic",
+        want = own.encode(F.interpolate(tae.decode(photo_latent).clamp(0, 1), scale_factor=2, mode="bicubic",
                                         align_corners=False).clamp(0, 1))
         got = net.skip.teacher(photo_latent, 2)
     assert got.shape == (1, 4, 64, 64)
