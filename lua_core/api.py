@@ -20,6 +20,7 @@ from .checkpoints.formats import METADATA_PREFIX, RawCheckpoint, config_from_met
 from .dtypes import DTYPES, dtype_from_name
 from .engine.memory import pass_memory
 from .engine.runner import CancelFn, ProgressFn, run_network
+from .engine.vae_teacher import LatentVAE, vae_teacher
 from .errors import CheckpointError
 from .families import LatentFamily, get_family
 from .model.config import LUAConfig
@@ -85,6 +86,15 @@ class LUAModel:
     @property
     def training_summary(self) -> dict[str, Any]:
         return json_metadata(self.metadata, "training", {}) or {}
+
+    @property
+    def teacher(self) -> str:
+        """What the residual was trained on: ``vae`` (the user's VAE teacher: pass ``vae=`` to :func:`upscale`),
+        ``tae`` (its own tiny autoencoder), or the skip of a network without a teacher (``bicubic``, ``none``)."""
+        if self.net.skip is None:
+            return self.config.skip
+        config = self.training_summary.get("config")
+        return "vae" if isinstance(config, dict) and config.get("teacher") == "vae" else "tae"
 
     def to(self, device: Union[str, torch.device, None] = None, dtype: DTypeLike = None) -> "LUAModel":
         dev = torch.device(device) if device is not None else self.device
@@ -273,21 +283,38 @@ def plan_upscale(model: LUAModel, latent: torch.Tensor, scale: Optional[float] =
     return UpscalePlan((h, w), (th, tw), head, frames, int(tile_size or 0), tile_overlap, need)
 
 
+def plan_teacher(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, vae: LatentVAE) -> Optional[torch.Tensor]:
+    """The VAE teacher of a plan (:mod:`lua_core.engine.vae_teacher`), for :func:`run_plan`'s ``teacher``: the
+    node makes it before it loads the adapter, since the VAE's passes may make ComfyUI offload other models.
+    None when the plan runs no head or the batch is empty."""
+    if model.net.skip is None:
+        raise ValueError(f"{model.describe()}: its residual sits on a {model.config.skip!r} skip, not on a VAE "
+                         "teacher, so it cannot use a VAE; leave the vae input unconnected")
+    x = rearrange(latent, "b c t h w -> (b t) c h w") if latent.ndim == 5 else latent
+    if plan.head is None or x.shape[0] == 0:
+        return None
+    return vae_teacher(vae, x, plan.head, model.family)
+
+
 def run_plan(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, *, dtype: DTypeLike = None,
              memory_budget: Optional[int] = None, progress: Optional[ProgressFn] = None,
-             cancel: Optional[CancelFn] = None) -> torch.Tensor:
-    """Run a plan from :func:`plan_upscale` on the latent it was made for."""
+             cancel: Optional[CancelFn] = None, vae: Optional[LatentVAE] = None,
+             teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Run a plan from :func:`plan_upscale` on the latent it was made for (``vae``: see :func:`upscale`;
+    ``teacher``: one made by :func:`plan_teacher` beforehand)."""
     if tuple(latent.shape[-2:]) != plan.source:
         raise ValueError(f"this plan is for a {plan.source[0]}x{plan.source[1]} latent, "
                          f"got {latent.shape[-2]}x{latent.shape[-1]}")
     _validate_options(None, None, memory_budget)
+    if vae is not None and teacher is None:
+        teacher = plan_teacher(model, latent, plan, vae)
     video = latent.ndim == 5
     x = rearrange(latent, "b c t h w -> (b t) c h w") if video else latent
     th, tw = plan.target
     if x.shape[0] == 0 or plan.head is None:
         out = x.new_empty(x.shape[0], x.shape[1], th, tw) if x.shape[0] == 0 else x.clone()
     else:
-        out = _run_head(model, x, plan, dtype, memory_budget, progress, cancel).to(latent.device, latent.dtype)
+        out = _run_head(model, x, plan, dtype, memory_budget, progress, cancel, teacher).to(latent.device, latent.dtype)
         if not torch.isfinite(out).all():
             # finite input, non-finite output: values beyond what the compute or the latent's dtype can hold
             compute = resolve_dtype(dtype, model.device) if dtype is not None else model.dtype
@@ -301,18 +328,25 @@ def run_plan(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, *, dtype:
 
 
 def _run_head(model: LUAModel, x: torch.Tensor, plan: UpscalePlan, dtype: DTypeLike, memory_budget: Optional[int],
-              progress: Optional[ProgressFn], cancel: Optional[CancelFn]) -> torch.Tensor:
+              progress: Optional[ProgressFn], cancel: Optional[CancelFn],
+              teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The network pass of a plan on ``(B, C, H, W)`` ComfyUI latents, resized to the exact target."""
     stored = model.dtype
     compute = resolve_dtype(dtype, model.device) if dtype is not None else stored
     fam = model.family
+    assert plan.head is not None
+    if teacher is not None:
+        want = (x.shape[0], fam.model_channels, plan.source[0] * plan.head * fam.pack, plan.source[1] * plan.head * fam.pack)
+        if tuple(teacher.shape) != want:
+            raise ValueError(f"the teacher has shape {tuple(teacher.shape)}, this plan needs {want}")
+        teacher = teacher.to(model.device, compute)
     z = fam.to_model(x.to(model.device, compute).contiguous())
     try:
         if compute != stored:
             model.net.to(dtype=compute)
         with torch.inference_mode():
             y = run_network(model.net, z, plan.head, tile_size=plan.tile_size, tile_overlap=plan.tile_overlap,
-                            memory_budget=memory_budget, progress=progress, cancel=cancel)
+                            memory_budget=memory_budget, progress=progress, cancel=cancel, teacher=teacher)
     finally:
         if compute != stored:
             model.net.to(dtype=stored)
@@ -325,7 +359,7 @@ def _run_head(model: LUAModel, x: torch.Tensor, plan: UpscalePlan, dtype: DTypeL
 def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Optional[tuple[int, int]] = None,
             tile_size: Optional[int] = 0, tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
             memory_budget: Optional[int] = None, progress: Optional[ProgressFn] = None,
-            cancel: Optional[CancelFn] = None) -> torch.Tensor:
+            cancel: Optional[CancelFn] = None, vae: Optional[LatentVAE] = None) -> torch.Tensor:
     """Upscale a ComfyUI-convention latent by ``scale`` (any factor in [1, max head]) or to ``size``.
 
     ``size`` is ``(height, width)`` in latent units of the input's convention.
@@ -333,7 +367,11 @@ def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Op
     (area) to the exact target.  Returns a tensor of the input's dtype and device.
     Options: ``tile_size`` (0 = automatic, as in the node; a positive size gives tiles of
     that size), ``tile_overlap``, ``dtype`` (compute dtype: auto/fp32/bf16/fp16),
-    ``memory_budget`` (bytes), ``progress(done, total)``, ``cancel()`` (return True or raise to stop).
+    ``memory_budget`` (bytes), ``progress(done, total)``, ``cancel()`` (return True or raise to stop),
+    ``vae``: the family's full VAE (``decode(latent)`` -> images ``(B, 3, H, W)`` in [0, 1], ``encode(images)``
+    -> latent, both in the ComfyUI LATENT convention) to make the teacher with instead of the adapter's tiny
+    autoencoder (:mod:`lua_core.engine.vae_teacher`; one decode at base size and one encode at the head's size).
     """
     plan = plan_upscale(model, latent, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap)
-    return run_plan(model, latent, plan, dtype=dtype, memory_budget=memory_budget, progress=progress, cancel=cancel)
+    return run_plan(model, latent, plan, dtype=dtype, memory_budget=memory_budget, progress=progress, cancel=cancel,
+                    vae=vae)

@@ -156,6 +156,27 @@ class TinyAutoencoder(nn.Module):
         """Raw latent in the network's layout -> image."""
         return self.decode(self._fam().raw_to_tae(raw))
 
+    def decode_comfy(self, latent: torch.Tensor) -> torch.Tensor:
+        """ComfyUI LATENT -> image in [0, 1] (the ``decode`` of :class:`~lua_core.engine.vae_teacher.LatentVAE`)."""
+        return self.decode_raw(self._fam().to_model(latent)).clamp(0, 1)
+
+    def encode_comfy(self, img: torch.Tensor) -> torch.Tensor:
+        """Image -> ComfyUI LATENT (the ``encode`` of :class:`~lua_core.engine.vae_teacher.LatentVAE`)."""
+        return self._fam().to_comfy(self.encode_raw(img))
+
+
+class TinyVAE:
+    """A tiny autoencoder as a :class:`~lua_core.engine.vae_teacher.LatentVAE` (ComfyUI LATENT convention)."""
+
+    def __init__(self, tae: TinyAutoencoder) -> None:
+        self.tae = tae
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.tae.decode_comfy(latent)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tae.encode_comfy(images)
+
 
 def load_tae(family: Union[str, LatentFamily], root: Optional[Union[str, Path]] = None,
              device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32) -> TinyAutoencoder:

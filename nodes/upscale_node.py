@@ -1,6 +1,7 @@
 """LUA Latent Upscale nodes."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import comfy.model_management as mm
@@ -8,17 +9,24 @@ import comfy.utils
 import torch
 import torch.nn.functional as F
 
-from ..lua_core.api import LUAModel, plan_upscale, run_plan
+from ..lua_core.api import LUAModel, plan_teacher, plan_upscale, run_plan
 from ..lua_core.engine.memory import budget_from_free
 from .loader_node import check_model_family
 from .model_wrapper import ManagedLUAModel
+from .vae_bridge import ComfyLatentVAE
+
+logger = logging.getLogger(__name__)
 
 TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fits in memory, otherwise one chunked "
                 "pass with the same result, tiles only if even that does not fit). Smaller tiles use less memory.")
 OVERLAP_TOOLTIP = "Overlap between neighbouring tiles in latent pixels; overlaps are feather-blended to hide seams."
 MODEL_TOOLTIP = ("Optional: the diffusion model the latent comes from. When connected, an adapter of another latent "
                  "family (SD1.5 vs SDXL, SD3 vs FLUX.1, which channel counts cannot tell apart) is refused.")
-OPTIONAL = {"model": ("MODEL", {"tooltip": MODEL_TOOLTIP})}
+VAE_TOOLTIP = ("Optional, recommended: the VAE the workflow decodes with. The adapter then builds on that VAE's own "
+               "decode (upscaled in pixels and encoded at the target size) instead of its tiny built-in "
+               "autoencoder: the result is as faithful as VAE Decode -> Upscale Image, and sharper. Costs one "
+               "decode at the input size and one encode at the output size.")
+OPTIONAL = {"model": ("MODEL", {"tooltip": MODEL_TOOLTIP}), "vae": ("VAE", {"tooltip": VAE_TOOLTIP})}
 TILING_INPUTS = {
     "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": TILE_TOOLTIP}),
     "tile_overlap": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1, "tooltip": OVERLAP_TOOLTIP}),
@@ -71,13 +79,25 @@ def _resize_mask(mask: torch.Tensor, sh: float, sw: float) -> torch.Tensor:
 
 
 def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float], size: Optional[tuple[int, int]],
-                tile_size: int, tile_overlap: int, model: Any = None) -> dict:
+                tile_size: int, tile_overlap: int, model: Any = None, vae: Any = None,
+                what: str = "LUA Latent Upscale") -> dict:
     """Shared body of both nodes: validate, load via model management, upscale with progress and cancel."""
     if model is not None:
-        check_model_family(lua_model.model, model, "LUA Latent Upscale")
+        check_model_family(lua_model.model, model, what)
     model = lua_model.model
     x = _check_latent_dict(samples, model)
+    teacher_vae = ComfyLatentVAE(vae, model.family, what) if vae is not None else None
+    if teacher_vae is not None and model.net.skip is None:
+        # e.g. `auto` picked the official lua_flux.pth in a workflow wired for the bundled adapters
+        logger.info("LUA: %s has no teacher; the vae input is not used", model.describe())
+        teacher_vae = None
+    elif teacher_vae is None and model.teacher == "vae":
+        logger.warning("LUA: %s was trained on the VAE's own decode: connect the vae input of %s (the VAE you decode "
+                       "with); without it the adapter falls back to its tiny autoencoder, a preview below VAE Decode "
+                       "-> Upscale Image", model.describe(), what)
     plan = plan_upscale(model, x, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap)
+    # the VAE's passes first: loading the VAE may make ComfyUI offload other models, the adapter included
+    teacher = plan_teacher(model, x, plan, teacher_vae) if teacher_vae is not None else None
     lua_model.load(plan.memory_required)
     bar = comfy.utils.ProgressBar(1)
 
@@ -91,7 +111,7 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
     device = lua_model.patcher.load_device
     # on a GPU ComfyUI knows the free memory; on the CPU the core's capped default keeps RSS bounded
     budget = budget_from_free(mm.get_free_memory(device)) if device.type != "cpu" else None
-    out = run_plan(model, x, plan, memory_budget=budget, progress=progress, cancel=cancel)
+    out = run_plan(model, x, plan, memory_budget=budget, progress=progress, cancel=cancel, teacher=teacher)
     result = dict(samples)
     result["samples"] = out
     if isinstance(samples.get("noise_mask"), torch.Tensor):
@@ -103,8 +123,9 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
 class LUALatentUpscale:
     DESCRIPTION = ("Upscales a LATENT with a Latent Upscaler Adapter before VAE Decode: the x2/x4 head closest "
                    "above the factor runs and the result is resized to the exact size. Place it between KSampler "
-                   "and VAE Decode; the latent must come from the adapter's model family (connect the optional model "
-                   "input to have that checked). Video (5-D) latents are refused.")
+                   "and VAE Decode and connect the same VAE to its vae input (the bundled adapters need it for "
+                   "full quality); the latent must come from the adapter's model family (connect the optional "
+                   "model input to have that checked). Video (5-D) latents are refused.")
     CATEGORY = "latent/LUA"
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The upscaled latent (batch_index kept, noise_mask resized).",)
@@ -118,8 +139,9 @@ class LUALatentUpscale:
                                               "the next larger head and resize."}),
         })
 
-    def upscale(self, lua_model, samples, scale_by: float, tile_size: int = 0, tile_overlap: int = 16, model=None):
-        return (run_upscale(lua_model, samples, scale_by, None, tile_size, tile_overlap, model),)
+    def upscale(self, lua_model, samples, scale_by: float, tile_size: int = 0, tile_overlap: int = 16, model=None,
+                vae=None):
+        return (run_upscale(lua_model, samples, scale_by, None, tile_size, tile_overlap, model, vae),)
 
 
 class LUALatentUpscaleToSize:
@@ -140,9 +162,10 @@ class LUALatentUpscaleToSize:
         })
 
     def upscale(self, lua_model, samples, width: int, height: int, tile_size: int = 0, tile_overlap: int = 16,
-                model=None):
+                model=None, vae=None):
+        what = "LUA Latent Upscale To Size"
         if model is not None:
-            check_model_family(lua_model.model, model, "LUA Latent Upscale To Size")
+            check_model_family(lua_model.model, model, what)
         x = _check_latent_dict(samples, lua_model.model)
         down = lua_model.model.family.comfy_downscale
         h, w = x.shape[-2:] if x.ndim >= 2 else (0, 0)
@@ -151,4 +174,5 @@ class LUALatentUpscaleToSize:
         # an empty side is left to plan_upscale, which names the problem with the latent
         th = height // down if height > 0 else (round(h * (width // down) / w) if w else 1)
         tw = width // down if width > 0 else (round(w * (height // down) / h) if h else 1)
-        return (run_upscale(lua_model, samples, None, (max(th, 1), max(tw, 1)), tile_size, tile_overlap),)
+        return (run_upscale(lua_model, samples, None, (max(th, 1), max(tw, 1)), tile_size, tile_overlap, None, vae,
+                            what),)

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Time a teacher-skip adapter against the target-size decode of the family's full KL decoder (random weights).
+"""Time a teacher-skip adapter against the family's full KL decoder and encoder (random weights).
 
     python scripts/bench_teacher_skip.py --checkpoint weights/lua_light_sdxl.safetensors --latent 64 --threads 2
 
-Prints the median of ``--rounds`` timings of: the whole LUA upscale (network + teacher skip), the teacher skip
-alone, and the full decoder at the target size; and the LUA share of that decode.
+Prints the median of ``--rounds`` timings of: the whole LUA upscale with its own tiny teacher (network + teacher
+skip), the teacher skip alone, the network on a given teacher (what LUA adds with the VAE input), the full
+decoder at the target size, and the VAE teacher's own passes with the full VAE (decode at base size, encode at
+the target size: the "decode -> upscale -> encode" route the VAE input replaces); and the shares.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lua_core.api import load_model  # noqa: E402
 from lua_core.bench.vae_decoder import build_decoder  # noqa: E402
+from lua_core.bench.vae_encoder import build_encoder  # noqa: E402
 
 
 def median_time(fn, rounds: int) -> float:
@@ -49,11 +52,19 @@ def main() -> int:
             lua = median_time(lambda: net(z, s), a.rounds)
             x = (z - net.config.in_shift) * net.config.in_scale
             skip = median_time(lambda: net.skip.teacher(x, s), a.rounds) if net.skip is not None else 0.0
-            dec = build_decoder(fam.name)
             big = torch.randn(1, fam.model_channels, a.latent * s, a.latent * s)
+            residual = median_time(lambda: net(z, s, teacher=big), a.rounds)
+            dec, enc = build_decoder(fam.name), build_encoder(fam.name)
             decode = median_time(lambda: dec(big), max(1, a.rounds - 2))
+            base_decode = median_time(lambda: dec(z), max(1, a.rounds - 2))
+            encode = median_time(lambda: enc(torch.rand(1, 3, a.latent * s * 8, a.latent * s * 8)), max(1, a.rounds - 2))
+            route = base_decode + encode
             print(f"{fam.label} {a.latent}² x{s} -> {a.latent * s * 8} px: LUA {lua:.2f} s (teacher skip {skip:.2f} s), "
-                  f"full decode {decode:.2f} s, LUA share of the decode {100 * lua / decode:.1f} %", flush=True)
+                  f"full decode {decode:.2f} s, LUA share of the decode {100 * lua / decode:.1f} %; with the VAE input: "
+                  f"network {residual:.2f} s + full decode at base {base_decode:.2f} s + full encode at target "
+                  f"{encode:.2f} s = {residual + route:.2f} s, {100 * (residual + route) / decode:.1f} % of the target "
+                  f"decode; the decode -> upscale -> encode route alone {route:.2f} s ({100 * route / decode:.1f} %), "
+                  f"LUA adds {100 * residual / route:.1f} % to it", flush=True)
     return 0
 
 

@@ -276,6 +276,7 @@ def lua_branches(wf: Workflow, lua: Node, latent: Node, vae: Node, prefix: str, 
         wf.link(latent, 0, up, "samples")
         if model is not None:
             wf.link(model, 0, up, "model")
+        wf.link(vae, 0 if vae.type != "CheckpointLoaderSimple" else 2, up, "vae")  # the teacher: the VAE we decode with
         if tiled:
             dec = wf.add("VAEDecodeTiled", (x + 380, yy),
                          {"tile_size": 1024, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
@@ -534,6 +535,7 @@ def build_sd15_hires(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
     wf.link(lua, 0, up, "lua_model")
     wf.link(ks1, 0, up, "samples")
     wf.link(ckpt, 0, up, "model")
+    wf.link(*base.vae, up, "vae")
     lua_only = decode_out(wf, up, base.vae, (1160, 300), (1160, 390), dec_title="VAE Decode (LUA only)",
                           out_title="Preview: LUA x2, no second pass")
     ks2 = wf.add("KSampler", (1600, 0), {"seed": SEED, "steps": 15, "cfg": 7.0, "sampler_name": "euler",
@@ -594,6 +596,7 @@ def build_image_in(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
                     size=(340, 130), title=f"LUA Latent Upscale x{int(scale_by)}", node_id=nid)
         wf.link(lua, 0, up, "lua_model")
         wf.link(enc, 0, up, "samples")
+        wf.link(vae, 0, up, "vae")
         made.append(up)
     saves = []
     for nid, up, y in ((8, made[0], 0), (9, made[1], 360)):
@@ -635,6 +638,7 @@ def build_compare(oi: Mapping[str, Any]) -> tuple[Workflow, str]:
                 size=(340, 130), title="LUA Latent Upscale x2")
     wf.link(lua, 0, up, "lua_model")
     wf.link(enc, 0, up, "samples")
+    wf.link(vae, 0, up, "vae")
     out_a = decode_out(wf, up, (vae, 0), (1080, 120), (1330, 0), "LUA/compare_1_lua_x2", out_title="1. LUA x2")
     bis = wf.add("LatentUpscaleBy", (700, 480), {"upscale_method": "bislerp", "scale_by": 2.0}, size=(340, 82),
                  title="Upscale Latent By x2 (bislerp)")

@@ -44,13 +44,47 @@ TRAVEL_MIB = 64.0
 SCALES = (2, 4)
 
 
-def _webp(img: torch.Tensor, quality: int) -> bytes:
+def _webp(img: torch.Tensor, quality: int, lossless: bool = False) -> bytes:
     from PIL import Image
 
     arr = (img.permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="WEBP", quality=quality, method=4)
+    Image.fromarray(arr).save(buf, format="WEBP", quality=quality, method=4, lossless=lossless)
     return buf.getvalue()
+
+
+NET_ONLY_DROPS = ("skip.encoder.", "skip.decoder.")
+
+
+def network_part(adapter: Path) -> bytes:
+    """A teacher-skip adapter without its tiny autoencoder (``skip.encoder.*``/``skip.decoder.*``), metadata kept:
+    what a fine-tune on the VAE teacher starts from (:func:`restore_init` puts the family's autoencoder back)."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(adapter), "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(NET_ONLY_DROPS)}
+    return save(tensors, metadata=meta)
+
+
+def restore_init(part: Path, family: str, out: Path, vae_dir: Path) -> Path:
+    """A loadable adapter from :func:`network_part`'s file plus the family's tiny autoencoder from ``vae_dir``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from lua_core.tae import TinyAutoencoder
+
+    fam = get_family(family)
+    tae = TinyAutoencoder(fam.tae_name, fam, vae_dir)
+    with safe_open(str(part), "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for name, module in (("encoder", tae.encoder), ("decoder", tae.decoder)):
+        tensors.update({f"skip.{name}.{k}": v.half() for k, v in module.state_dict().items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata=meta)
+    return out
 
 
 def _write(path: Path, data: bytes) -> int:
@@ -84,22 +118,30 @@ def working_tree_mib(repo: Path) -> float:
 
 def build_kit(out: Path, source: Path, family: str, metrics_root: Path, train_crop: int, quality: int,
               val_images: int, val_crop: int, budget_mib: float, max_train: int | None = None,
-              seed: int = 0) -> dict[str, int]:
-    """Write ``out/shared`` and ``out/metrics`` for ``family``; returns bytes per part.
+              seed: int = 0, lossless_val: bool = False, init_from: Path | None = None) -> dict[str, int]:
+    """Write ``out/shared`` and ``out/metrics`` for ``family`` (a comma-separated list for several); returns bytes
+    per part.
 
-    Training crops are added until the next would pass ``budget_mib``; the fixed parts alone over it are
-    refused, and a refused or failed build leaves the previous kit as it was.
+    ``lossless_val``: the validation crops are lossless (then they double as the evaluation images: pass
+    ``--val-images 24 --val-crop 512``); ``init_from``: a folder of adapters ``lua_light_<family>.safetensors`` whose
+    network parts go to ``out/init`` (:func:`network_part`).  Training crops are added until the next would pass
+    ``budget_mib``; the fixed parts alone over it are refused, and a refused or failed build leaves the previous
+    kit as it was.
     """
-    fam = get_family(family)
-    unit = fam.crop_unit(SCALES)
+    fams = [get_family(f) for f in family.split(",")]
+    unit = min(f.crop_unit(SCALES) for f in fams)
     tmp = out.with_name(out.name + ".part")
     if tmp.exists():
         shutil.rmtree(tmp)
     budget = budget_mib * MIB
-    sizes = {"vae": 0, "metrics": 0, "data/holdout": 0, "data/val": 0, "data/train": 0}
+    sizes = {"vae": 0, "metrics": 0, "init": 0, "data/holdout": 0, "data/val": 0, "data/train": 0}
     try:
-        for f in tae_files(fam.tae_name, source / "vae"):
-            sizes["vae"] += _write(tmp / "shared" / "vae" / f.name, f.read_bytes())
+        for fam in fams:
+            for f in tae_files(fam.tae_name, source / "vae"):
+                sizes["vae"] += _write(tmp / "shared" / "vae" / f.name, f.read_bytes())
+            if init_from is not None:
+                sizes["init"] += _write(tmp / "init" / f"{fam.name}.safetensors",
+                                        network_part(init_from / f"lua_light_{fam.name}.safetensors"))
         from safetensors.torch import load_file, save_file
 
         lpips = {k: v.half() if v.is_floating_point() else v for k, v in
@@ -115,7 +157,7 @@ def build_kit(out: Path, source: Path, family: str, metrics_root: Path, train_cr
                 side = native_crop_side(p, val_crop, unit)
                 img = center_crop(load_image(p), side)
                 sizes[part] += _write((tmp / "shared" / part / p.relative_to(root)).with_suffix(".webp"),
-                                      _webp(img, 95))
+                                      _webp(img, 95, lossless_val))
         fixed = sum(sizes.values())
         if fixed > budget:
             raise ValueError(f"the kit's fixed parts take {fixed / MIB:.1f} MiB, over the {budget_mib:.1f} MiB "
@@ -142,7 +184,14 @@ def build_kit(out: Path, source: Path, family: str, metrics_root: Path, train_cr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--family", required=True, help="sd15, sdxl, sd3, flux1 or flux2")
+    ap.add_argument("--family", help="sd15, sdxl, sd3, flux1 or flux2 (comma-separated for several)")
+    ap.add_argument("--lossless-val", action="store_true",
+                    help="lossless validation crops, so they serve as the evaluation images on the device")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="a folder of adapters (weights/) whose network parts travel in init/ (restored there by "
+                         "--restore-init)")
+    ap.add_argument("--restore-init", nargs=3, metavar=("PART", "FAMILY", "OUT"), default=None,
+                    help="on the device: rebuild a loadable adapter from a network part and $LUA_SHARED_DIR/vae")
     ap.add_argument("--out", type=Path, default=Path(".device_kit"))
     ap.add_argument("--source", type=Path, default=None, help="the shared folder (default: $LUA_SHARED_DIR or ../shared)")
     ap.add_argument("--metrics", type=Path, default=None, help="the perceptual weights (default: $LUA_METRICS_DIR "
@@ -155,11 +204,18 @@ def main() -> None:
     ap.add_argument("--budget-mib", type=float, default=None,
                     help="the kit's size (default: 64 MiB less the working tree and 0.25 MiB of slack)")
     args = ap.parse_args()
+    if args.restore_init:
+        part, fam, out = args.restore_init
+        print(restore_init(Path(part), fam, Path(out), (args.source or shared_dir()) / "vae"))
+        return
+    if not args.family:
+        ap.error("--family is required to build a kit")
     repo = Path(__file__).resolve().parents[1]
     budget = args.budget_mib if args.budget_mib is not None else TRAVEL_MIB - working_tree_mib(repo) - 0.25
     try:
         sizes = build_kit(args.out, args.source or shared_dir(), args.family, args.metrics or metrics_dir(),
-                          args.train_crop, args.quality, args.val_images, args.val_crop, budget, args.max_train)
+                          args.train_crop, args.quality, args.val_images, args.val_crop, budget, args.max_train,
+                          lossless_val=args.lossless_val, init_from=args.init_from)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     crops = sum(1 for _ in (args.out / "shared" / "data" / "train").rglob("*.webp"))

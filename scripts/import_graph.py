@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model", ("lua_core.families", "lua_core.model", "lua_core.tae")),
     ("runtime", ("lua_core.checkpoints", "lua_core.engine", "lua_core.api")),
     ("metrics", ("lua_core.metrics",)),
+    ("autoencoders", ("lua_core.vae_backends",)),
     ("tooling", ("lua_core.train", "lua_core.eval")),
     ("bench", ("lua_core.bench",)),
     ("comfyui", ("nodes", "__init__")),

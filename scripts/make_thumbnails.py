@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 import lua_core  # noqa: E402
 from lua_core.checkpoints.export import save_checkpoint  # noqa: E402
-from lua_core.tae import load_tae  # noqa: E402
+from lua_core.tae import TinyVAE, load_tae  # noqa: E402
 from tests.support.comfy_server import ComfyServer  # noqa: E402
 from tests.support.workflow_api import workflow_to_api  # noqa: E402
 
@@ -211,7 +211,7 @@ def flux2_python(photo: Image.Image, weights: Path) -> tuple[Image.Image, float]
         x = torch.from_numpy(np.asarray(photo, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
         packed = fam.to_comfy(tae.encode_raw(x))
         model = lua_core.load_model(weights)
-        up = lua_core.upscale(model, packed, 2)
+        up = lua_core.upscale(model, packed, 2, vae=TinyVAE(tae))  # the workflows wire their VAE into LUA
         img = tae.decode_raw(fam.to_model(up)).clamp(0, 1)[0].permute(1, 2, 0).numpy()
     return Image.fromarray((img * 255 + 0.5).astype(np.uint8)), time.perf_counter() - t0
 

@@ -151,21 +151,28 @@ def write_manifest(manifest: dict[str, Any]) -> None:
 
 
 def summary_table() -> str:
-    """Markdown table of every bundled adapter's evaluation figures (for the README)."""
-    rows = ["| adapter | status | x2 LUA / pixel bicubic / latent bicubic / ceiling | x2 LPIPS LUA / pixel bicubic "
-            "| x4 LUA / pixel bicubic / latent bicubic | x4 LPIPS LUA / pixel bicubic | card |",
+    """Markdown table of every bundled adapter's held-out figures against the user's route (for the README)."""
+    rows = ["| adapter | status | x2 PSNR: LUA + VAE / LUA alone / user's route / latent bicubic | x2 LPIPS: LUA + VAE / "
+            "LUA alone / user's route | x4 PSNR: LUA + VAE / LUA alone / user's route / latent bicubic | x4 LPIPS: "
+            "LUA + VAE / LUA alone / user's route | card |",
             "|---|---|---|---|---|---|---|"]
     f = lambda v, p=2: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
     for e in Manifest.load():
-        ev = (e.training or {}).get("evaluation")
+        training = e.training or {}
+        ev = training.get("evaluation")
         if e.bundled is None or not ev:
             continue
-        a, b = ev.get("x2", {}), ev.get("x4", {})
-        rows.append(f"| `{e.name}` | {e.status} | {f(a.get('lua_psnr'))} / {f(a.get('pixel_bicubic_psnr'))} / "
-                    f"{f(a.get('latent_bicubic_psnr'))} / {f(a.get('vae_ceiling_psnr'))} dB | {f(a.get('lua_lpips'), 3)} / "
-                    f"{f(a.get('pixel_bicubic_lpips'), 3)} | {f(b.get('lua_psnr'))} / {f(b.get('pixel_bicubic_psnr'))} / "
-                    f"{f(b.get('latent_bicubic_psnr'))} dB | {f(b.get('lua_lpips'), 3)} / {f(b.get('pixel_bicubic_lpips'), 3)} "
-                    f"| [{Path(e.model_card).name}]({e.model_card}) |")
+        status = e.status or ""
+        if training.get("without_vae"):
+            status += f" with the VAE input ({training['without_vae']['status']} without)"
+        cells = []
+        for key in ("x2", "x4"):
+            r = ev.get(key, {})
+            cells.append(f"{f(r.get('lua_vae_psnr'))} / {f(r.get('lua_psnr'))} / {f(r.get('pixel_route_psnr'))} / "
+                         f"{f(r.get('latent_bicubic_psnr'))} dB")
+            cells.append(f"{f(r.get('lua_vae_lpips'), 3)} / {f(r.get('lua_lpips'), 3)} / "
+                         f"{f(r.get('pixel_route_lpips'), 3)}")
+        rows.append(f"| `{e.name}` | {status} | " + " | ".join(cells) + f" | [{Path(e.model_card).name}]({e.model_card}) |")
     return "\n".join(rows)
 
 

@@ -101,8 +101,12 @@ def _batch_that_fits(net: LUANet, x: torch.Tensor, scale: int, budget: Optional[
 
 def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional[int] = None,
                 tile_overlap: Optional[int] = None, memory_budget: Optional[int] = None,
-                progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> torch.Tensor:
+                progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None,
+                teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``(B, C, H, W)`` model-layout latent -> ``(B, C, H*scale, W*scale)`` with head ``x{scale}``.
+
+    ``teacher``: a raw model-layout latent at the output size that replaces the network's own skip
+    (see :meth:`LUANet.forward`); it is added once over the whole output.
 
     ``tile_size`` 0 (or None) picks a plain pass, a chunked pass or tiles from a memory
     estimate (see :func:`plan_tiles`); a positive size gives tiles of that size.  On an out-of-memory error
@@ -115,7 +119,7 @@ def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional
     min_tile = 2 * window
     while True:
         try:
-            return _execute(net, x, scale, plan, progress, cancel)
+            return _execute(net, x, scale, plan, progress, cancel, teacher)
         except Exception as exc:  # noqa: BLE001 - only OOM is retried, the rest re-raised
             if not is_oom(exc):
                 raise
@@ -141,7 +145,7 @@ def run_network(net: LUANet, x: torch.Tensor, scale: int, *, tile_size: Optional
 
 
 def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress: Optional[ProgressFn],
-             cancel: Optional[CancelFn]) -> torch.Tensor:
+             cancel: Optional[CancelFn], teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
     b, _, h, w = x.shape
     window = net.config.window_size
     ph, pw = round_up(h, window), round_up(w, window)
@@ -164,23 +168,29 @@ def _execute(net: LUANet, x: torch.Tensor, scale: int, plan: TilePlan, progress:
 
     def forward(piece: torch.Tensor) -> torch.Tensor:
         check_cancel()
-        return net(piece, scale, **extra)
+        return net(piece, scale, skip=teacher is None, **extra)
 
     def forward_without_skip(piece: torch.Tensor) -> torch.Tensor:
         check_cancel()
         return net(piece, scale, skip=False, **extra)
 
+    def skip_of(start: int, part: torch.Tensor) -> torch.Tensor:
+        if teacher is None:
+            return net.skip_term(part, scale)
+        return net.external_skip_term(teacher[start:start + part.shape[0]])
+
     outputs = []
     for start in chunks:
         part = x[start:start + plan.batch_chunk]
         if plan.tile:
-            # pad once like the untiled pass (its far-edge reflection), tile, crop; the bicubic skip is
+            # pad once like the untiled pass (its far-edge reflection), tile, crop; the skip is
             # added once over the whole latent so tile borders do not change it
             padded = pad_to_multiple(part, window)
             y = run_tiled(forward_without_skip, padded, scale, plan.shape, plan.overlap, step, multiple=window)
-            outputs.append(y[..., : h * scale, : w * scale] + net.skip_term(part, scale).to(y.dtype))
+            outputs.append(y[..., : h * scale, : w * scale] + skip_of(start, part).to(y.dtype))
         else:
-            outputs.append(forward(part))
+            y = forward(part)
+            outputs.append(y if teacher is None else y + skip_of(start, part).to(y.dtype))
             step()
     check_cancel()
     return torch.cat(outputs, 0) if len(outputs) > 1 else outputs[0]

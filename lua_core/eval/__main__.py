@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-baselines", default=None, metavar="REPORT",
                    help="an earlier results.json (or its folder) on the same images and settings: take its baseline "
                         "rows instead of scoring them again (each is checked by its PSNR)")
+    p.add_argument("--vae", default=None, metavar="PATH",
+                   help="judge with a full VAE instead of the tiny autoencoder (also the VAE teacher's encoder): a "
+                        "ComfyUI VAE file, or with --vae-backend diffusers a diffusers AutoencoderKL file or folder")
+    p.add_argument("--vae-backend", default="comfy", choices=("comfy", "diffusers"), help="how --vae is loaded")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -88,8 +92,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                           perceptual=not args.no_perceptual, device=args.device,
                           metrics_root=expand_path(args.metrics_dir),
                           reuse_baselines=expand_path(args.reuse_baselines), native=args.native,
+                          vae={"backend": args.vae_backend, "path": args.vae} if args.vae else None,
                           log=None if args.quiet else (lambda m: print(m, flush=True)))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:

@@ -30,13 +30,15 @@ from ..metrics import pixel as M
 from ..metrics.perceptual import FETCH_COMMAND, PERCEPTUAL_NAMES, load_perceptual
 from ..photo_sets import holdout_photos, pick_val_images, spread
 from ..tae import load_tae
-from .pipeline import CEILING, LABELS, LUA, STAGES, PathResult, PathRunner, nearest_to
+from ..vae_backends import load_vae
+from .pipeline import CEILING, LABELS, LUA, LUA_VAE, PIXEL_ROUTE, STAGES, PathResult, PathRunner, latent_nmse, nearest_to
 from .report import write_reports
 
-PIXEL_METRICS = ("psnr", "ssim", "lapvar")
+PIXEL_METRICS = ("psnr", "ssim", "lapvar", "latent_nmse")
 TIME_KEYS = tuple(f"{st}_ms" for st in STAGES)
 PICTURE_COLUMNS = (("base", "base decode"), ("latent_bicubic", "latent bicubic"),
-                   ("pixel_bicubic", "pixel bicubic"), (LUA, "LUA"), ("hr", "ground truth"))
+                   (PIXEL_ROUTE, "user's route (bicubic)"), (LUA, "LUA"), (LUA_VAE, "LUA + VAE"),
+                   ("hr", "ground truth"))
 
 
 # ``images_dir`` value that selects the held-out clean photographs of the training folder.
@@ -171,9 +173,10 @@ class _Scorer:
         with torch.inference_mode():
             return {name: net.reference(hr) for name, net in self.nets.items()}
 
-    def __call__(self, result: PathResult, hr: torch.Tensor, refs: dict[str, Any]) -> dict[str, float]:
+    def __call__(self, result: PathResult, hr: torch.Tensor, refs: dict[str, Any], z_hr: torch.Tensor) -> dict[str, float]:
         img = result.image
-        row = {"psnr": M.psnr(img, hr), "ssim": M.ssim(img, hr), "lapvar": M.laplacian_variance(img)}
+        row = {"psnr": M.psnr(img, hr), "ssim": M.ssim(img, hr), "lapvar": M.laplacian_variance(img),
+               "latent_nmse": latent_nmse(result.latent, z_hr) if result.latent is not None else None}
         with torch.inference_mode():
             for name, net in self.nets.items():
                 row[name] = float(net.distance(img, refs[name])[0])
@@ -247,28 +250,30 @@ def _measure(files: Sequence[Path], crops: Sequence[int], scales: tuple[int, ...
     got = _Measurements({f"x{s}": {p: {m: [] for m in keys} for p in paths} for s in scales})
     reused = reuse.paths() if reuse is not None else set()
 
-    def score(path: str, result: PathResult, hr: torch.Tensor, refs: dict[str, Any], key: str, i: int) -> dict:
+    def score(path: str, result: PathResult, hr: torch.Tensor, refs: dict[str, Any], z_hr: torch.Tensor,
+              key: str, i: int) -> dict:
         if path in reused:
             return reuse.row(key, path, i, M.psnr(result.image, hr), files[i].name)  # type: ignore[union-attr]
-        return scorer(result, hr, refs)
+        return scorer(result, hr, refs, z_hr)
 
     for i, f in enumerate(files):
         hr = center_crop(load_image(f, crops[i]), crops[i])[None].to(dev)
         refs = scorer.references(hr) if set(paths) - reused else {}
         got.hr_lapvar.append(M.laplacian_variance(hr))
-        ceiling = runner.ceiling(hr) if CEILING in paths else None
+        z_hr, t_hr = runner.hr_latent(hr)
+        ceiling = runner.ceiling(z_hr, t_hr) if CEILING in paths else None
         for s in scales:
             outs, base = runner.run(hr, s, paths)
-            rows = {p: score(p, r, hr, refs, f"x{s}", i) for p, r in outs.items()}
+            rows = {p: score(p, r, hr, refs, z_hr, f"x{s}", i) for p, r in outs.items()}
             if ceiling is not None:
-                rows[CEILING] = score(CEILING, ceiling, hr, refs, f"x{s}", i)
+                rows[CEILING] = score(CEILING, ceiling, hr, refs, z_hr, f"x{s}", i)
             for p in paths:
                 for k, v in rows[p].items():
                     got.per_image[f"x{s}"][p][k].append(v)
             got.picture.offer(s, hr, base, outs)
         got.picture.commit(f.name, got.hr_lapvar[-1])
         msg = "; ".join(f"x{s} " + ", ".join(f"{p} {got.per_image[f'x{s}'][p]['psnr'][-1]:.2f}"
-                                             for p in (LUA, "latent_bicubic", "pixel_bicubic") if p in paths)
+                                             for p in (LUA, LUA_VAE, PIXEL_ROUTE, "latent_bicubic") if p in paths)
                         for s in scales)
         say(f"[{i + 1}/{len(files)}] {f.name}: PSNR {msg}")
     return got
@@ -299,7 +304,8 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
              device: Union[str, torch.device] = "cpu", metrics_root: Union[str, Path, None] = None,
              tae: Any = None, log: Optional[Callable[[str], None]] = None,
              only_paths: Optional[Sequence[str]] = None,
-             reuse_baselines: Union[str, Path, None] = None, native: bool = False) -> dict[str, Any]:
+             reuse_baselines: Union[str, Path, None] = None, native: bool = False,
+             vae: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Evaluate LUA and the baselines; returns the JSON-able result (and writes the reports to ``out_dir``).
 
     ``checkpoint``: a path, a manifest name, a loaded :class:`LUAModel`, or None (baselines only; then
@@ -309,6 +315,8 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     ``reuse_baselines``: an earlier report (``results.json`` or its folder) on the same images and settings
     whose baseline rows are taken instead of scoring those paths again (each checked by its PSNR).
     ``native``: no image is enlarged; one whose short side is below ``crop`` gets a smaller crop.
+    ``vae``: a full VAE as the judge and the VAE teacher's encoder instead of the tiny autoencoder
+    (``{"backend": "comfy" | "diffusers", "path": ...}``, :func:`lua_core.vae_backends.load_vae`).
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
@@ -320,14 +328,19 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
     scales = _check_request(fam, model, scales, crop)
     folder, files = _pick_images(images_dir, count)
     crops = crop_sizes(files, crop, fam.crop_unit(scales), native)
+    if tae is None and vae is not None:
+        tae = load_vae(fam, vae, device=dev)
+    tiny = tae is None
     ae = tae if tae is not None else load_tae(fam, device=dev)
     runner = PathRunner(ae, fam, model, dev)
-    paths = runner.paths() if only_paths is None else tuple(p for p in runner.paths() if p in only_paths)
-    nets, unavailable = load_perceptual(dev, metrics_root) if perceptual else ({}, {
+    unavailable = runner.unavailable(scales)
+    paths = runner.paths(scales) if only_paths is None else tuple(p for p in runner.paths(scales) if p in only_paths)
+    skipped = {p: r for p, r in unavailable.items() if only_paths is None or p in only_paths}
+    nets, no_metric = load_perceptual(dev, metrics_root) if perceptual else ({}, {
         n: "not computed (--no-perceptual)" for n in PERCEPTUAL_NAMES})
     scorer = _Scorer(nets)
     decoder_name = getattr(ae, "name", type(ae).__name__)
-    decoder = f"{decoder_name} (tiny autoencoder)" if tae is None else decoder_name
+    decoder = f"{decoder_name} (tiny autoencoder)" if tiny else decoder_name
     reuse = _Reuse(reuse_baselines) if reuse_baselines is not None else None
     if reuse is not None:
         reuse.check(fam, decoder, folder, files, crop, native, scales, scorer.metric_names)
@@ -341,11 +354,13 @@ def evaluate(family: Optional[str] = None, checkpoint: Union[str, Path, LUAModel
         "images": {"dir": _rel(folder), "count": len(files), "names": [str(p.relative_to(folder)) for p in files],
                    "crop": crop, **({"native": True, "crops": crops} if native else {})},
         "scales": list(scales), "paths": list(paths), "labels": {p: LABELS[p] for p in paths},
-        "metrics": {**{m: "ok" for m in scorer.metric_names}, **unavailable}, "fetch_command": FETCH_COMMAND,
+        "metrics": {**{m: "ok" for m in scorer.metric_names}, **no_metric}, "fetch_command": FETCH_COMMAND,
+        **({"unavailable_paths": skipped} if skipped else {}),
         "hr_lapvar": _mean(got.hr_lapvar),
         "results": _summarise(got.per_image, scorer.metric_names),
         "per_image": got.per_image,
-        "picture": {"image": got.picture.name, "columns": [c for c, _ in PICTURE_COLUMNS if c != LUA or model]},
+        "picture": {"image": got.picture.name,
+                    "columns": [c for c, _ in PICTURE_COLUMNS if c in paths or c in ("base", "hr")]},
         "environment": _environment(dev),
     }
     if reuse is not None:

@@ -11,9 +11,10 @@ import torch
 JSON_NAME = "results.json"
 MD_NAME = "results.md"
 PNG_NAME = "crops.jpg"  # JPEG q92: a third of the PNG size, artefacts far below the differences shown
-METRIC_HEADERS = (("psnr", "PSNR ↑", 2), ("ssim", "SSIM ↑", 4), ("lpips", "LPIPS ↓", 4), ("dists", "DISTS ↓", 4))
+METRIC_HEADERS = (("psnr", "PSNR ↑", 2), ("ssim", "SSIM ↑", 4), ("lpips", "LPIPS ↓", 4), ("dists", "DISTS ↓", 4),
+                  ("latent_nmse", "latent NMSE ↓", 3))
 COLUMN_LABELS = {"base": "base decode", "latent_bicubic": "latent bicubic", "pixel_bicubic": "pixel bicubic",
-                 "lua": "LUA", "hr": "ground truth"}
+                 "pixel_route": "user's route", "lua": "LUA", "lua_vae": "LUA + VAE", "hr": "ground truth"}
 
 
 def _json_safe(obj: Any) -> Any:
@@ -71,9 +72,15 @@ def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
     for k, _, _ in METRIC_HEADERS:
         if status.get(k, "ok") != "ok":
             lines.append(f"- {k.upper()}: {status[k]}")
+    for p, why in result.get("unavailable_paths", {}).items():
+        lines.append(f"- {p}: not run ({why})")
     lines += ["", "HR crop → LR (bicubic, anti-aliased, ÷s) → encode → upscale → decode, compared with the HR crop. "
-              "Metrics are means over the images, times medians per image (ms; encode = the LR image, for the "
-              "ceiling the HR image; pixel paths decode at base size).", ""]
+              "The user's routes stand for a full VAE's decode with the true LR image and pass their upscaled "
+              "image once through the same tiny autoencoder at the target size, as LUA's latent is decoded by it; "
+              "LUA with the VAE input gets the same stand-in (decode = the true LR image, encode = the tiny "
+              "encoder). Metrics are means over the images, times medians per image (ms; encode = the LR image, "
+              "for the ceiling the HR image, for the user's routes the target-size encode; the tiny-decode pixel "
+              "paths decode at base size).", ""]
     for s in result["scales"]:
         key = f"x{s}"
         lr = img["crop"] // s
@@ -95,7 +102,9 @@ def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
     lines += ["Metrics: PSNR (dB) and SSIM (Gaussian 11×11, σ 1.5, valid positions, mean over R, G, B) on RGB in "
               "[0, 1]; LPIPS v0.1 with AlexNet; DISTS (`DISTS_pytorch` 0.1); Laplacian variance: variance of the "
               "3×3 Laplacian of the luma (BT.601, 0–255), as `cv2.Laplacian(gray).var()`: above the ground "
-              "truth's value means added noise or ringing, below means blur.", ""]
+              "truth's value means added noise or ringing, below means blur; latent NMSE: mean squared difference "
+              "of the path's latent at the target size (for pixel routes, the encode of its image) to the latent "
+              "of the true HR image, divided by that latent's variance.", ""]
     if picture:
         pic = result.get("picture", {})
         lines += [f"![crops]({picture})", "",

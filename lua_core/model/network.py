@@ -243,12 +243,16 @@ class LUANet(nn.Module):
         return feats
 
     def forward(self, z: torch.Tensor, scale: int = 2, skip: bool = True, *,
-                chunks: Optional[Chunks] = None) -> torch.Tensor:
-        """``skip=False`` leaves out the bicubic skip (the tiled engine adds it once over the whole latent).
+                chunks: Optional[Chunks] = None, teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``skip=False`` leaves out the skip (the tiled engine adds it once over the whole latent).
 
         ``chunks`` selects the memory-bounded pass (same numbers, bounded temporaries; see
-        the module docstring); it is ignored while autograd records.
+        the module docstring); it is ignored while autograd records.  ``teacher`` (a ``tae``-skip
+        network only): a raw latent at the output size that takes the place of the network's own
+        teacher, e.g. ``encode(bicubic(decode(z)))`` with the user's full VAE.
         """
+        if teacher is not None:
+            return self.forward(z, scale, False, chunks=chunks) + self.external_skip_term(teacher)
         if scale not in self.config.scales:
             raise ValueError(f"this LUA model has heads for scales {list(self.config.scales)}, not x{scale}")
         cfg = self.config
@@ -307,6 +311,16 @@ class LUANet(nn.Module):
         if self.skip is not None:
             return self.skip.teacher(x, scale) / cfg.in_scale
         return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) / cfg.in_scale
+
+    def external_skip_term(self, teacher: torch.Tensor) -> torch.Tensor:
+        """The skip term (as :meth:`skip_term`) of a teacher computed outside: a raw latent at the output size.
+
+        Only a ``tae``-skip network has a residual made for an ``encode(bicubic(decode(z)))`` teacher.
+        """
+        if self.skip is None:
+            raise ValueError(f"this adapter's residual sits on a {self.config.skip!r} skip, not on a VAE teacher; "
+                             "only teacher-skip adapters (lua_light_*) take a VAE")
+        return teacher - self.config.in_shift
 
     def forward_all(self, z: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every head on one shared trunk pass (used in multi-scale training)."""

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..families import LatentFamily, get_family
 from ..locations import cache_dir, expand_path
 from ..model.config import LUAConfig, preset
-from .vae_backends import VAEConfig
+from ..vae_backends import VAEConfig
 
 LOSS_TERMS = ("latent_l1", "latent_fft", "teacher_l1", "teacher_fft", "pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft",
               "eagle", "lpips")

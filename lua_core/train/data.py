@@ -22,7 +22,7 @@ import torch
 
 from ..images import bicubic_down, load_image
 from ..tae import TinyAutoencoder
-from .vae_backends import VAEBackend
+from ..vae_backends import VAEBackend
 
 
 def sample_generator(seed: int, *keys: int) -> torch.Generator:

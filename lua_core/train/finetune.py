@@ -4,8 +4,10 @@ Each step draws fresh crops from the training photographs, makes the LR latent w
 family's tiny autoencoder, upscales it with one head (x2 and x4 alternate), decodes a random
 window of the prediction with the frozen decoder (a margin around the scored centre keeps the
 border effects of a window out of the loss) and compares it with the true pixels:
-``l1 x L1 + fft x FFT-L1 + lpips x LPIPS(AlexNet)``.  The EMA of the weights is validated every
-``val_every`` steps (PSNR, LPIPS, DISTS against pixel bicubic on fixed crops) and the best is
+``l1 x L1 + fft x FFT-L1 + lpips x LPIPS(AlexNet)``.  The residual sits on the network's own teacher
+(``teacher="tae"``) or on the stand-in of the user's VAE teacher (``teacher="vae"``: the tiny encoder of the
+bicubic-upscaled true LR image; LUA Latent Upscale's ``vae`` input).  The EMA of the weights is validated
+every ``val_every`` steps (PSNR, LPIPS, DISTS against the user's route on fixed crops) and the best is
 exported.  The run is resumable: ``<out>/state.pt`` holds everything, every draw is a function of
 ``(seed, step)``, and a time budget (``--seconds``) stops it cleanly between steps.
 
@@ -38,6 +40,7 @@ from ..model.detect import infer_config
 from ..model.network import LUANet
 from ..photo_sets import holdout_photos, pick_val_images, spread, training_photos
 from ..tae import load_tae
+from ..vae_backends import load_vae
 from .config import apply_sets
 from .ema import EMA
 from .losses import fft_l1
@@ -58,6 +61,14 @@ class FinetuneConfig:
     lpips: float = 0.3
     lpips_x2: Optional[float] = None  # LPIPS weight of the x2 head when it differs from ``lpips``
     encoder_lr: float = 0.0  # > 0: the teacher's tiny encoder is trained too, at this rate (0: frozen)
+    # "tae": the residual sits on the network's own teacher (its tiny autoencoder's encode(bicubic(decode(z))));
+    # "vae": on the user's VAE teacher (LUA Latent Upscale's vae input), whose near-lossless stand-in here is
+    # the family's tiny encoder of the bicubic-upscaled *true* low-res image
+    teacher: str = "tae"
+    # the autoencoder of the loss, the LR latents, the VAE teacher's stand-in and the validation: empty for the
+    # family's tiny autoencoder, else a full VAE (a ComfyUI VAE file or a diffusers AutoencoderKL; lua_core.vae_backends)
+    vae: str = ""
+    vae_backend: str = "comfy"
     gain_init: float = 0.1
     lr_sizes_x2: tuple[int, ...] = (16, 20)
     lr_sizes_x4: tuple[int, ...] = (8, 10)
@@ -119,15 +130,30 @@ def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dic
     return net, {"from": Path(path).name, "converted": True, "loaded": loaded}
 
 
+TEACHERS = ("tae", "vae")
+PSNR_SLACK_DB = 0.3  # validation: dB below the user's route allowed before the hinge
+PSNR_HINGE = 1.0  # score per dB beyond the slack
+
+
+def vae_standin_teacher(tae, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The teacher a near-lossless VAE gives (``encode(bicubic(decode(z)))`` with ``decode(z)`` = the true LR
+    image): the family's tiny encoder of the bicubic-upscaled LR image, a raw model-layout latent."""
+    up = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    return tae.encode_raw(up)
+
+
 def decoded_window(net: LUANet, tae, pool: PhotoPool, cfg: FinetuneConfig, rng: random.Random,
                    scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training batch of a head: fresh crops, their LR latent (original tiny encoder), the network's output,
-    a random ``cfg.window`` latent window of it decoded, and the scored centre with the matching true pixels."""
+    """One training batch of a head: fresh crops, their LR latent (original tiny encoder), the network's output
+    (on its own teacher or, with ``cfg.teacher == "vae"``, on the VAE teacher's stand-in), a random ``cfg.window``
+    latent window of it decoded, and the scored centre with the matching true pixels."""
     size = rng.choice(cfg.lr_sizes_x2 if scale == 2 else cfg.lr_sizes_x4)
     hr = pool.crops(rng, cfg.batch, size * 8 * scale).to(next(net.parameters()).device)
     with torch.no_grad():
-        z = tae.encode_raw(bicubic_down(hr, scale))
-    pred = net(z, scale)
+        lr = bicubic_down(hr, scale)
+        z = tae.encode_raw(lr)
+        teacher = vae_standin_teacher(tae, lr, scale) if cfg.teacher == "vae" else None
+    pred = net(z, scale, teacher=teacher)
     side, win, m = pred.shape[-1], min(cfg.window, pred.shape[-1]), cfg.margin
     top, left = rng.randrange(side - win + 1), rng.randrange(side - win + 1)
     img = tae.decode_raw(pred[..., top:top + win, left:left + win].contiguous(memory_format=torch.channels_last))
@@ -145,7 +171,9 @@ def loss_terms(img: torch.Tensor, ref: torch.Tensor, lpips: Optional[LPIPS]) -> 
 
 
 class Validator:
-    """Fixed centre crops of two image sets; pixel-bicubic baselines computed once.
+    """Fixed centre crops of two image sets; the user's route (decode + bicubic, through the tiny autoencoder at
+    the target size) computed once as the baseline.  The score (lower is better) is the mean perceptual ratio
+    to the baseline, less 0.1 per dB of PSNR gained, plus a steep hinge beyond ``PSNR_SLACK_DB`` below it.
 
     With ``native`` an image whose short side is below ``crop`` is cropped to its short side, rounded down to
     ``unit`` (the family's ``LatentFamily.crop_unit``), instead of being enlarged: an enlarged crop's "truth" is
@@ -153,14 +181,15 @@ class Validator:
     """
 
     def __init__(self, tae, sets: dict[str, Sequence[Path]], crop: int, scales: Sequence[int],
-                 native: bool = False, unit: Optional[int] = None, device: str | torch.device = "cpu") -> None:
+                 native: bool = False, unit: Optional[int] = None, device: str | torch.device = "cpu",
+                 teacher: str = "tae") -> None:
         from ..metrics.perceptual import load_perceptual
 
         if native and not unit:
             raise ValueError("native validation crops need the family's crop unit")
-        self.tae, self.scales = tae, tuple(scales)
+        self.tae, self.scales, self.teacher = tae, tuple(scales), teacher
         self.metrics, _ = load_perceptual(device)
-        self.items: list[tuple[str, int, torch.Tensor, torch.Tensor, dict[str, Any]]] = []
+        self.items: list[tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]] = []
         self.crops: dict[str, int] = {}
         for name, paths in sets.items():
             for p in paths:
@@ -170,15 +199,17 @@ class Validator:
                 with torch.no_grad():
                     refs = {k: m.reference(hr) for k, m in self.metrics.items()}
                     for s in self.scales:
-                        self.items.append((name, s, hr, tae.encode_raw(bicubic_down(hr, s)), refs))
-        self.baseline = self._score(lambda z, s, hr: F.interpolate(
-            tae.decode_raw(z).clamp(0, 1), scale_factor=s, mode="bicubic", align_corners=False).clamp(0, 1))
+                        lr = bicubic_down(hr, s)
+                        self.items.append((name, s, hr, tae.encode_raw(lr), vae_standin_teacher(tae, lr, s), refs))
+        # the user's free route with a near-lossless VAE (decode + Upscale Image By, bicubic), judged through
+        # the same tiny decoder at the target size: the decode of the VAE teacher's stand-in
+        self.baseline = self._score(lambda z, t, s: tae.decode_raw(t).clamp(0, 1))
 
     @torch.no_grad()
     def _score(self, upscale) -> dict[str, dict[str, float]]:
         sums: dict[str, dict[str, list[float]]] = {}
-        for name, s, hr, z, refs in self.items:
-            img = upscale(z, s, hr)
+        for name, s, hr, z, t, refs in self.items:
+            img = upscale(z, t, s)
             row = {"psnr": psnr(img, hr)}
             for k, m in self.metrics.items():
                 row[k] = float(m.distance(img.clamp(0, 1), refs[k]).mean())
@@ -188,7 +219,8 @@ class Validator:
         return {key: {k: sum(v) / len(v) for k, v in b.items()} for key, b in sums.items()}
 
     def run(self, net: LUANet) -> dict[str, Any]:
-        scores = self._score(lambda z, s, hr: self.tae.decode_raw(net(z, s)).clamp(0, 1))
+        vae = self.teacher == "vae"
+        scores = self._score(lambda z, t, s: self.tae.decode_raw(net(z, s, teacher=t if vae else None)).clamp(0, 1))
         rel = []
         for key, row in scores.items():
             base = self.baseline[key]
@@ -196,7 +228,9 @@ class Validator:
             for k in self.metrics:
                 row[f"{k}_ratio"] = row[k] / max(base[k], 1e-8)
             ratios = [row[f"{k}_ratio"] for k in self.metrics]
-            rel.append(sum(ratios) / max(len(ratios), 1) - 0.1 * row["d_psnr"])
+            # the ship bar allows 0.5 dB below the user's route: losing more than PSNR_SLACK_DB costs steeply
+            shortfall = max(0.0, -row["d_psnr"] - PSNR_SLACK_DB)
+            rel.append(sum(ratios) / max(len(ratios), 1) - 0.1 * row["d_psnr"] + PSNR_HINGE * shortfall)
         return {"sets": scores, "score": sum(rel) / len(rel)}
 
 
@@ -211,8 +245,7 @@ class Finetuner:
         self.cfg, self.out = cfg, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.fam = get_family(cfg.family)
-        self.tae = load_tae(self.fam, device=self.device)
-        self.tae.decoder.to(memory_format=torch.channels_last)
+        self.tae = training_autoencoder(cfg, self.device)
         train_dir = Path(cfg.train_dir or shared_dir() / "data" / "train")
         val_dir = Path(cfg.val_dir or shared_dir() / "data" / "val")
         state_path = self.out / "state.pt"
@@ -251,8 +284,10 @@ class Finetuner:
         self.pool = PhotoPool(train, cfg.min_zoom)
         val_sets = {"holdout": spread(held, cfg.val_images),
                     "val": pick_val_images(val_dir, cfg.val_images)}
+        if cfg.teacher not in TEACHERS:
+            raise ValueError(f"teacher must be one of {TEACHERS}, got {cfg.teacher!r}")
         self.validator = Validator(self.tae, val_sets, cfg.val_crop, self.net.scales, cfg.val_native,
-                                   self.fam.crop_unit(self.net.scales), self.device)
+                                   self.fam.crop_unit(self.net.scales), self.device, cfg.teacher)
         self.lpips = LPIPS("alex").to(self.device) if cfg.lpips or cfg.lpips_x2 else None
         self._stop = False
 
@@ -342,6 +377,15 @@ class Finetuner:
         self.save()
 
 
+def training_autoencoder(cfg: FinetuneConfig, device: torch.device) -> Any:
+    """The frozen autoencoder of a run (``encode_raw``/``decode_raw``): the family's tiny one, or ``cfg.vae``."""
+    if not cfg.vae:
+        tae = load_tae(cfg.family, device=device)
+        tae.decoder.to(memory_format=torch.channels_last)
+        return tae
+    return load_vae(cfg.family, {"backend": cfg.vae_backend, "path": cfg.vae}, device=device)
+
+
 def training_device(device: str | torch.device) -> torch.device:
     """``device`` as a torch device (``auto``: CUDA, then MPS, then the CPU); a clear error when it is absent."""
     from ..api import resolve_device
@@ -374,9 +418,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--validate-at-end", action="store_true",
                    help="validate and export the steps after the last validation when the stint ends")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default %(default)s)")
+    p.add_argument("--vae", default=None, metavar="PATH",
+                   help="a full VAE as the decoder in the loss, the encoder of the VAE teacher and the judge: a ComfyUI "
+                        "VAE file (or, with --vae-backend diffusers, a diffusers AutoencoderKL file or folder)")
+    p.add_argument("--vae-backend", default=None, choices=("comfy", "diffusers"), help="how --vae is loaded (comfy)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a FinetuneConfig field")
     args = p.parse_args(argv)
     fields = apply_sets({}, args.set)
+    if args.vae:
+        fields["vae"] = args.vae
+    if args.vae_backend:
+        fields["vae_backend"] = args.vae_backend
     state_path = Path(args.out) / "state.pt"
     state = torch.load(state_path, map_location="cpu", weights_only=False) if state_path.is_file() else None
     if state is not None:
@@ -387,7 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cfg = FinetuneConfig(family=args.family, init=args.init, **fields)
     try:
         tuner = Finetuner(cfg, Path(args.out), args.threads, state, args.device)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         raise SystemExit(f"error: {exc}") from None
     tuner.run(args.seconds, args.max_steps, validate_at_end=args.validate_at_end)
 

@@ -19,6 +19,7 @@ from ..images import bicubic_down, list_images
 from ..locations import expand_path
 from ..model.network import LUANet
 from ..photo_sets import pick_val_images
+from ..vae_backends import VAEBackend, load_vae
 from . import ddp
 from .config import TrainConfig
 from .data import LatentCache, PairMaker, SampleSource, batch_indices, progress_bar, rank_slice, sample_generator, subcrop
@@ -27,7 +28,6 @@ from .losses import stage_loss
 from .metrics import MetricsLog, plot_losses
 from .schedule import choose_heads, make_optimizer
 from .teacher import cached_teacher_latents, teacher_latents
-from .vae_backends import VAEBackend, load_vae
 from .validate import Validator
 from .warm_start import transfer_init
 

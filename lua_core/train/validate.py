@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..images import bicubic_down, center_crop, load_image
 from ..metrics.pixel import psnr
 from ..tae import TinyAutoencoder
-from .vae_backends import VAEBackend
+from ..vae_backends import VAEBackend
 
 
 class Validator:

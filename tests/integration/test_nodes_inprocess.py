@@ -405,3 +405,52 @@ def test_loader_downloads_from_the_hub_with_progress_and_cancel(comfy, tmp_path,
         for s in servers:
             s.shutdown()
             s.server_close()
+
+
+def test_the_vae_input_makes_the_teacher_with_comfyuis_own_vae(comfy, caplog):
+    """LUA Latent Upscale with ComfyUI's VAE (taef1 loaded by comfy.sd.VAE, as VAELoader builds it) gives what
+    lua_core gives with the same autoencoder as the VAE; a VAE of another family is refused by name."""
+    import comfy.sd
+
+    from comfyui_lua.nodes.model_wrapper import ManagedLUAModel
+    from comfyui_lua.nodes.upscale_node import LUALatentUpscale, LUALatentUpscaleToSize
+    from lua_core.tae import TinyVAE, load_tae
+    from tests.integration.test_vae_backends_comfyui import TAEF1_SCALE, TAEF1_SHIFT, taesd_state
+
+    tae = load_tae("flux1")
+    model = lua_core.load_model(REPO / "weights" / "lua_light_flux1.safetensors")
+    managed = ManagedLUAModel.wrap(model)
+    vae = comfy.sd.VAE(sd=taesd_state("taef1", TAEF1_SCALE, TAEF1_SHIFT))
+    from tests.helpers import images
+
+    z = tae.encode_comfy(images(1, 64, seed=4))
+    with torch.inference_mode():
+        want = lua_core.upscale(model, z, 2, vae=TinyVAE(tae))
+    caplog.set_level(logging.WARNING)
+    (got,) = LUALatentUpscale().upscale(managed, {"samples": z}, 2.0, vae=vae)
+    assert got["samples"].shape == want.shape
+    assert (got["samples"] - want).abs().max() < 0.02 * want.abs().max()
+    assert "connect the vae input" not in caplog.text
+    (sized,) = LUALatentUpscaleToSize().upscale(managed, {"samples": z}, 128, 128, vae=vae)
+    assert (sized["samples"] - got["samples"]).abs().max() < 1e-4
+    LUALatentUpscale().upscale(managed, {"samples": z}, 2.0)
+    assert "connect the vae input" in caplog.text  # the bundled adapter was trained on the VAE teacher
+
+    sdxl_vae = comfy.sd.VAE(sd=taesd_state("taesdxl", 0.13025, 0.0))
+    with pytest.raises(ValueError, match="4-channel latents, but this FLUX.1 adapter works on 16-channel"):
+        LUALatentUpscale().upscale(managed, {"samples": z}, 2.0, vae=sdxl_vae)
+
+
+def test_an_adapter_without_a_teacher_leaves_a_connected_vae_unused(comfy, flux_model):
+    """A workflow wired for the bundled adapters keeps working when `auto` picks an adapter without a teacher."""
+    import comfy.sd
+
+    from comfyui_lua.nodes.upscale_node import LUALatentUpscale
+    from tests.integration.test_vae_backends_comfyui import TAEF1_SCALE, TAEF1_SHIFT, taesd_state
+
+    vae = comfy.sd.VAE(sd=taesd_state("taef1", TAEF1_SCALE, TAEF1_SHIFT))
+    z = torch.randn(1, 16, 8, 8)
+    assert flux_model.model.net.skip is None
+    (with_vae,) = LUALatentUpscale().upscale(flux_model, {"samples": z}, 2.0, vae=vae)
+    (without,) = LUALatentUpscale().upscale(flux_model, {"samples": z}, 2.0)
+    assert torch.equal(with_vae["samples"], without["samples"])

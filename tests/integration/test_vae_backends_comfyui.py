@@ -21,7 +21,7 @@ from lua_core.locations import REPO_ROOT as REPO
 from lua_core.locations import expand_path, shared_dir
 from lua_core.tae import load_tae
 from lua_core.train.config import load_config
-from lua_core.train.vae_backends import load_vae
+from lua_core.vae_backends import load_vae
 from tests.helpers import comfyui_on_path, images
 
 SMOKE = REPO / "configs" / "train" / "smoke.json"
@@ -163,7 +163,7 @@ def test_comfy_flux2_vae_gives_comfyui_latents_unpacked(tmp_path):
     _need_comfy()
     from safetensors.torch import save_file
 
-    from lua_core.train.vae_backends import import_comfy
+    from lua_core.vae_backends import import_comfy
 
     import_comfy()
     path = tmp_path / "flux2_ae.safetensors"
@@ -251,3 +251,40 @@ def test_comfy_and_diffusers_agree_on_a_flux2_vae(tmp_path):
         assert torch.allclose(zc, zd, atol=1e-4)
         assert torch.allclose(get_family("flux2").to_model(c.comfy_vae.encode(img.movedim(1, -1))), zc, atol=1e-6)
         assert torch.allclose(c.decode_raw(zc), d.decode_raw(zc), atol=1e-4)
+
+
+def test_evaluation_judges_with_a_full_vae_file(comfy_vae_file, tmp_path):
+    """``python -m lua_core.eval --vae``: the ComfyUI VAE file is the judge and the VAE teacher's encoder; with
+    taef1 in that file every row equals the tiny-autoencoder evaluation's."""
+    from lua_core.eval import evaluate
+    from lua_core.eval.__main__ import main as eval_main
+
+    weights = REPO / "weights" / "lua_light_flux1.safetensors"
+    kw = dict(images_dir=shared_dir() / "data" / "val", scales=(2,), crop=64, count=1, perceptual=False,
+              only_paths=("lua_vae", "pixel_route", "latent_bicubic"))
+    tiny = evaluate(None, weights, **kw)
+    full = evaluate(None, weights, vae={"backend": "comfy", "path": str(comfy_vae_file)}, **kw)
+    assert tiny["decoder"] == "taef1 (tiny autoencoder)" and full["decoder"] == "comfy:taef1_comfy.safetensors"
+    for path in kw["only_paths"]:
+        assert abs(full["results"]["x2"][path]["psnr"] - tiny["results"]["x2"][path]["psnr"]) < 0.01, path
+    assert eval_main(["--checkpoint", str(weights), "--images-count", "1", "--crop", "64", "--scales", "2",
+                      "--no-perceptual", "--paths", "pixel_route", "--vae", str(comfy_vae_file), "--quiet",
+                      "--out", str(tmp_path / "report")]) == 0
+    assert json.loads((tmp_path / "report" / "results.json").read_text())["decoder"].startswith("comfy:")
+    assert eval_main(["--checkpoint", str(weights), "--vae", str(tmp_path / "missing.safetensors"), "--quiet",
+                      "--out", str(tmp_path / "x")]) == 1
+
+
+def test_fine_tune_trains_against_a_full_vae_file(comfy_vae_file, tmp_path):
+    """``python -m lua_core.train.finetune --vae``: a run whose loss, VAE teacher and validation use a ComfyUI VAE."""
+    from lua_core.train.finetune import Finetuner, FinetuneConfig
+
+    cfg = FinetuneConfig(family="flux1", init=str(REPO / "weights" / "lua_light_flux1.safetensors"), batch=1,
+                         teacher="vae", val_images=1, val_crop=64, lr_sizes_x2=(8,), lr_sizes_x4=(4,), window=8,
+                         margin=1, lpips=0.0, vae=str(comfy_vae_file))
+    tuner = Finetuner(cfg, tmp_path / "run", threads=1)
+    assert tuner.tae.name == "comfy:taef1_comfy.safetensors"
+    tuner.run(60, max_steps=2, validate_at_end=True)
+    assert tuner.step == 2 and (tmp_path / "run" / "best.safetensors").is_file()
+    saved = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert saved["val"]["step"] == 2

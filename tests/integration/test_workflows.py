@@ -337,6 +337,27 @@ def test_lua_nodes_get_the_diffusion_model(path: Path):
         assert choice == "auto"
 
 
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_lua_upscales_get_the_vae_the_workflow_decodes_with(path: Path):
+    """The bundled adapters are trained on the teacher made with the user's VAE: every LUA upscale node's vae
+    input is wired to the VAE output that the workflow's decoders use."""
+    wf = load_workflow(path)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    links = {l[0]: l for l in wf["links"]}
+
+    def vae_source(node: dict) -> tuple[int, int]:
+        link = next(i for i in node["inputs"] if i["name"] == "vae")["link"]
+        assert link is not None, f"node {node['id']} {node['type']}: vae not connected"
+        return links[link][1], links[link][2]
+
+    ups = [n for n in wf["nodes"] if n["type"] in ("LUALatentUpscale", "LUALatentUpscaleToSize")]
+    decoders = {vae_source(n) for n in wf["nodes"] if n["type"] in ("VAEDecode", "VAEDecodeTiled")}
+    assert ups and len(decoders) == 1
+    for node in ups:
+        assert vae_source(node) in decoders
+        assert nodes[vae_source(node)[0]]["type"] in ("VAELoader", "CheckpointLoaderSimple")
+
+
 # ---------------------------------------------------------------- packaging
 
 

@@ -106,3 +106,27 @@ def test_working_tree_size_counts_tracked_and_untracked_files_not_ignored(tmp_pa
     (repo / "ignored").mkdir()
     (repo / "ignored" / "big.bin").write_bytes(b"b" * 3 * MIB)
     assert working_tree_mib(repo) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_network_part_travels_without_the_autoencoder_and_is_restored_loadable(tmp_path):
+    from safetensors import safe_open
+
+    from lua_core.api import load_model
+    from lua_core.locations import REPO_ROOT, shared_dir
+    from lua_core.tae import load_tae
+    from scripts.device_kit import network_part, restore_init
+
+    adapter = REPO_ROOT / "weights" / "lua_light_sd3.safetensors"
+    part = tmp_path / "sd3.safetensors"
+    part.write_bytes(network_part(adapter))
+    assert part.stat().st_size < adapter.stat().st_size * 0.5
+    with safe_open(str(part), "pt") as f, safe_open(str(adapter), "pt") as g:
+        assert not any(k.startswith(("skip.encoder.", "skip.decoder.")) for k in f.keys())
+        assert "skip.gain" in f.keys() and f.metadata() == g.metadata()
+        assert all(torch.equal(f.get_tensor(k), g.get_tensor(k)) for k in f.keys())
+    restored = load_model(restore_init(part, "sd3", tmp_path / "out" / "lua_light_sd3.safetensors", shared_dir() / "vae"))
+    tae = load_tae("sd3")
+    for name, module in (("encoder", tae.encoder), ("decoder", tae.decoder)):
+        mine = getattr(restored.net.skip, name).state_dict()
+        assert all(torch.allclose(mine[k], v.half().float()) for k, v in module.state_dict().items())
+    assert restored.family.name == "sd3" and restored.teacher == load_model(adapter).teacher

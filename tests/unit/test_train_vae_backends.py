@@ -23,7 +23,7 @@ from lua_core.locations import shared_dir
 from lua_core.tae import load_tae
 from lua_core.train import config_from_dict
 from lua_core.train.config import load_config
-from lua_core.train.vae_backends import TAEBackend, VAEConfig, file_identity, import_comfy, load_vae
+from lua_core.vae_backends import TAEBackend, VAEConfig, file_identity, import_comfy, load_vae
 from tests.helpers import images
 
 SMOKE = REPO / "configs" / "train" / "smoke.json"

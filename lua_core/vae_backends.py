@@ -42,12 +42,12 @@ from typing import Any, Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from ..checkpoints.manifest import file_sha256
-from ..dtypes import DTYPES, dtype_name
-from ..errors import ComfyUINotFound
-from ..families import LatentFamily, get_family
-from ..locations import expand_path, shared_dir
-from ..tae import TinyAutoencoder, load_tae, tae_files
+from .checkpoints.manifest import file_sha256
+from .dtypes import DTYPES, dtype_name
+from .errors import ComfyUINotFound
+from .families import LatentFamily, get_family
+from .locations import expand_path, shared_dir
+from .tae import TinyAutoencoder, load_tae, tae_files
 
 VAE_BACKENDS = ("tae", "comfy", "diffusers")
 HASH_MODES = ("stat", "sha256")
