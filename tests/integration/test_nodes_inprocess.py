@@ -411,9 +411,9 @@ def test_the_vae_input_makes_the_teacher_with_comfyuis_own_vae(comfy, caplog):
     """LUA Latent Upscale with ComfyUI's VAE (taef1 loaded by comfy.sd.VAE, as VAELoader builds it) gives what
     lua_core gives with the same autoencoder as the VAE; a VAE of another family is refused by name."""
     import comfy.sd
-
     from comfyui_lua.nodes.model_wrapper import ManagedLUAModel
     from comfyui_lua.nodes.upscale_node import LUALatentUpscale, LUALatentUpscaleToSize
+
     from lua_core.tae import TinyVAE, load_tae
     from tests.integration.test_vae_backends_comfyui import TAEF1_SCALE, TAEF1_SHIFT, taesd_state
 
@@ -444,8 +444,8 @@ def test_the_vae_input_makes_the_teacher_with_comfyuis_own_vae(comfy, caplog):
 def test_an_adapter_without_a_teacher_leaves_a_connected_vae_unused(comfy, flux_model):
     """A workflow wired for the bundled adapters keeps working when `auto` picks an adapter without a teacher."""
     import comfy.sd
-
     from comfyui_lua.nodes.upscale_node import LUALatentUpscale
+
     from tests.integration.test_vae_backends_comfyui import TAEF1_SCALE, TAEF1_SHIFT, taesd_state
 
     vae = comfy.sd.VAE(sd=taesd_state("taef1", TAEF1_SCALE, TAEF1_SHIFT))

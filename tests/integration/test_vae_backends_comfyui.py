@@ -277,7 +277,7 @@ def test_evaluation_judges_with_a_full_vae_file(comfy_vae_file, tmp_path):
 
 def test_fine_tune_trains_against_a_full_vae_file(comfy_vae_file, tmp_path):
     """``python -m lua_core.train.finetune --vae``: a run whose loss, VAE teacher and validation use a ComfyUI VAE."""
-    from lua_core.train.finetune import Finetuner, FinetuneConfig
+    from lua_core.train.finetune import FinetuneConfig, Finetuner
 
     cfg = FinetuneConfig(family="flux1", init=str(REPO / "weights" / "lua_light_flux1.safetensors"), batch=1,
                          teacher="vae", val_images=1, val_crop=64, lr_sizes_x2=(8,), lr_sizes_x4=(4,), window=8,
