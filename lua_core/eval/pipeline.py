@@ -126,11 +126,11 @@ class PathRunner:
         img, t_dec = self._decode(z_hr)
         return PathResult(img, {"encode": t_enc, "upscale": 0.0, "decode": t_dec}, z_hr)
 
-    def _through_tae(self, up: torch.Tensor, t_up: float, t_base: float) -> PathResult:
+    def _through_tae(self, up: torch.Tensor, t_up: float) -> PathResult:
         """A pixel route's upscaled image passed once through the tiny autoencoder at the target size."""
         z, t_enc = self._encode(up)
         img, t_dec = self._decode(z)
-        return PathResult(img, {"encode": t_enc, "upscale": t_up + t_base, "decode": t_dec}, z)
+        return PathResult(img, {"encode": t_enc, "upscale": t_up, "decode": t_dec}, z)
 
     @torch.inference_mode()
     def run(self, hr: torch.Tensor, scale: int, paths: Optional[Sequence[str]] = None
@@ -153,12 +153,12 @@ class PathRunner:
                 up, t_up = timed(lambda: latent_upscale(comfy, scale, method), self.device)
             elif path == PIXEL_ROUTE:
                 img, t_up = timed(lambda: pixel_upscale(lr, scale, "bicubic"), self.device)
-                out[path] = self._through_tae(img, t_up, 0.0)
+                out[path] = self._through_tae(img, t_up)
                 continue
             elif path.startswith(PIXEL_ROUTE + "_"):
                 peer = path[len(PIXEL_ROUTE) + 1:]
                 img, t_up = timed(lambda: peer_upscale(lr, scale, peer), self.device)
-                out[path] = self._through_tae(img, t_up, 0.0)
+                out[path] = self._through_tae(img, t_up)
                 continue
             elif path.startswith("pixel_"):
                 method = path[len("pixel_"):]
