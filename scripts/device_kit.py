@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from lua_core.families import get_family  # noqa: E402
-from lua_core.images import center_crop, load_image, native_crop_side  # noqa: E402
 from lua_core.locations import shared_dir  # noqa: E402
 from lua_core.metrics.perceptual import metrics_dir  # noqa: E402
-from lua_core.photo_sets import holdout_photos, pick_val_images, spread, training_photos  # noqa: E402
 from lua_core.tae import tae_files  # noqa: E402
+from lua_core.toolkit.images import center_crop, load_image, native_crop_side  # noqa: E402
+from lua_core.toolkit.photo_sets import holdout_photos, pick_val_images, spread, training_photos  # noqa: E402
 
 MIB = 1 << 20
 TRAVEL_MIB = 64.0

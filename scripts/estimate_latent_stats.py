@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lua_core.families import BATCH_NORM_EPS, STATS_PATH  # noqa: E402
 from lua_core.locations import shared_dir  # noqa: E402
-from lua_core.photo_sets import training_photos  # noqa: E402
 from lua_core.tae import load_tae  # noqa: E402
-from lua_core.train.photos import PhotoPool  # noqa: E402
+from lua_core.toolkit.photo_sets import training_photos  # noqa: E402
+from lua_core.train.crop_pool import PhotoPool  # noqa: E402
 
 
 def packed_moments(crops: int, crop: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:

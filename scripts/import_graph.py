@@ -16,23 +16,22 @@ PACKAGES = ("lua_core", "nodes")
 
 # Floors, lowest first.  A module may import only from its own floor or the floors below it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ground", ("lua_core.errors", "lua_core.locations", "lua_core.images", "lua_core.photo_sets", "lua_core.dtypes",
-                "lua_core.clock")),
+    ("ground", ("lua_core.errors", "lua_core.locations", "lua_core.dtypes")),
     ("model", ("lua_core.families", "lua_core.model", "lua_core.tae")),
     ("runtime", ("lua_core.checkpoints", "lua_core.engine", "lua_core.api")),
     ("metrics", ("lua_core.metrics",)),
+    ("toolkit", ("lua_core.toolkit",)),
     ("autoencoders", ("lua_core.vae_backends",)),
     ("tooling", ("lua_core.train", "lua_core.eval")),
     ("bench", ("lua_core.bench",)),
     ("comfyui", ("nodes", "__init__")),
 )
-RUNTIME = ("lua_core.errors", "lua_core.locations", "lua_core.images", "lua_core.photo_sets", "lua_core.dtypes",
-           "lua_core.clock",
-           "lua_core.families",
-           "lua_core.model",
-           "lua_core.tae", "lua_core.checkpoints", "lua_core.engine", "lua_core.api")
+RUNTIME = ("lua_core.errors", "lua_core.locations", "lua_core.dtypes",
+           "lua_core.families", "lua_core.model", "lua_core.tae",
+           "lua_core.checkpoints", "lua_core.engine", "lua_core.api")
+# The runtime imports neither ComfyUI nor any tooling (the toolkit included: it is not shipped).
 RUNTIME_MUST_NOT_IMPORT = ("comfy", "folder_paths", "comfy_api", "lua_core.train", "lua_core.eval", "lua_core.bench",
-                           "lua_core.metrics", "nodes")
+                           "lua_core.metrics", "lua_core.toolkit", "nodes")
 
 
 def module_name(path: Path) -> str:

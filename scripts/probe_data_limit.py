@@ -22,11 +22,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lua_core.images import bicubic_down  # noqa: E402
 from lua_core.metrics.pixel import psnr  # noqa: E402
 from lua_core.model.config import preset  # noqa: E402
 from lua_core.model.network import LUANet  # noqa: E402
 from lua_core.tae import load_tae  # noqa: E402
+from lua_core.toolkit.images import bicubic_down  # noqa: E402
 
 HELD_OUT = 48
 

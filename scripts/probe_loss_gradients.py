@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lua_core.families import get_family  # noqa: E402
 from lua_core.locations import expand_path, shared_dir  # noqa: E402
 from lua_core.metrics.perceptual import LPIPS  # noqa: E402
-from lua_core.photo_sets import training_photos  # noqa: E402
 from lua_core.tae import load_tae  # noqa: E402
+from lua_core.toolkit.photo_sets import training_photos  # noqa: E402
+from lua_core.train.crop_pool import PhotoPool  # noqa: E402
 from lua_core.train.finetune import FinetuneConfig, decoded_window, loss_terms, term_weights, to_tae_skip  # noqa: E402
 from lua_core.train.losses import eagle_loss  # noqa: E402
-from lua_core.train.photos import PhotoPool  # noqa: E402
 
 RECIPE_EAGLE = 5e-5  # the weight of `eagle` in configs/train/*.json before it was dropped
 

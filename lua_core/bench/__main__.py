@@ -1,6 +1,6 @@
-"""``python -m lua_core.bench``: the speed and memory harness (see :mod:`lua_core.bench.harness`)."""
+"""``python -m lua_core.bench``: the speed and memory harness (see :mod:`lua_core.bench.cli`)."""
 import sys
 
-from .harness import main
+from .cli import main
 
 sys.exit(main())

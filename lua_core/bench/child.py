@@ -1,4 +1,4 @@
-"""Running one case: dispatch by kind, in this process or a fresh interpreter (``harness --child``)."""
+"""Running one case: dispatch by kind, in this process or a fresh interpreter (``cli --child``)."""
 from __future__ import annotations
 
 import json
@@ -29,7 +29,7 @@ def run_in_child(spec: dict, timeout: Optional[float] = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        proc = subprocess.run([sys.executable, "-m", "lua_core.bench.harness", "--child", json.dumps(spec)],
+        proc = subprocess.run([sys.executable, "-m", "lua_core.bench.cli", "--child", json.dumps(spec)],
                               capture_output=True, text=True, env=env, timeout=timeout, cwd=str(REPO_ROOT))
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}

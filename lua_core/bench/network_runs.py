@@ -5,10 +5,10 @@ from typing import Callable
 
 import torch
 
-from ..clock import timed
 from ..engine.runner import TilePlan, plan_tiles, run_network
 from ..engine.tiling import count_tiles, pixel_overhead
 from ..model import LUANet
+from ..toolkit.clock import timed
 from .baseline import plain_forward
 from .models import lua_config
 from .timing import peak_rss_mb, record_device_peak, reset_device_peak, spec_device

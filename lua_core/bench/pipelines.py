@@ -1,4 +1,4 @@
-"""Timed run of one pipeline (A-E of :mod:`.harness`), stage by stage, in a case process."""
+"""Timed run of one pipeline (A-E of :mod:`.cli`), stage by stage, in a case process."""
 from __future__ import annotations
 
 import gc
@@ -8,9 +8,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..clock import timed
 from ..engine.runner import run_network
 from ..model import LUANet
+from ..toolkit.clock import timed
 from .models import decoder_for, family_channels, lua_config
 from .timing import peak_rss_mb, record_device_peak, reset_device_peak, spec_device
 

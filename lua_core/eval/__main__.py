@@ -20,8 +20,9 @@ from typing import Optional
 
 import torch
 
+from ..locations import REPO_ROOT as REPO
 from ..locations import expand_path
-from .harness import REPO, evaluate
+from .evaluation import evaluate
 from .report import MD_NAME
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..toolkit.images import bicubic_up
+
 LATENT_METHODS = ("nearest", "bilinear", "bicubic", "bislerp")
 PIXEL_METHODS = ("bicubic", "lanczos")
 
@@ -104,7 +106,7 @@ def pil_lanczos(img: torch.Tensor, scale: int) -> torch.Tensor:
 def pixel_upscale(img: torch.Tensor, scale: int, method: str) -> torch.Tensor:
     """Resize a decoded image ``(N, 3, H, W)`` by ``scale``: ``bicubic`` (PyTorch) or ``lanczos`` (Pillow)."""
     if method == "bicubic":
-        return F.interpolate(img, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+        return bicubic_up(img, scale)
     if method == "lanczos":
         return pil_lanczos(img, scale)
     raise ValueError(f"unknown pixel method {method!r}; known: {', '.join(PIXEL_METHODS)}")

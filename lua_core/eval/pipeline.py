@@ -9,7 +9,8 @@ came from.  ``pixel_route`` is their free route, VAE Decode -> Upscale Image By 
 image standing in for the full VAE's decode; ``pixel_route_<peer>`` the same with an upscale model.  So that
 only the upscale differs from LUA's, each is passed once through the same tiny autoencoder at the target
 size, as LUA's latent is decoded by it.  ``lua_vae`` is LUA with its VAE input, given the same near-lossless
-stand-in (``decode`` = the true LR image, ``encode`` = the tiny encoder).  ``pixel_bicubic`` and
+stand-in (``decode`` = the true LR image, ``encode`` = the tiny encoder; :mod:`lua_core.toolkit.standin_vae`,
+which the fine-tune's VAE teacher uses too).  ``pixel_bicubic`` and
 ``pixel_lanczos`` resize the *tiny* decode, a comparator that shares the tiny decoder's loss with LUA's own
 teacher.  Every path also yields a latent at the target size (the network's layout) for latent fidelity.
 """
@@ -22,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from ..api import LUAModel, upscale
-from ..clock import timed
 from ..families import LatentFamily
-from ..images import bicubic_down
+from ..toolkit.clock import timed
+from ..toolkit.images import bicubic_down
+from ..toolkit.standin_vae import StandInVAE, standin_image
 from .baselines import LATENT_METHODS, PIXEL_METHODS, latent_upscale, pixel_upscale
 from .peers import PEERS, peer_upscale, unavailable_reason
 
@@ -62,22 +64,6 @@ class PathResult:
     @property
     def total(self) -> float:
         return sum(self.times.values())
-
-
-class StandInVAE:
-    """A near-lossless VAE for ``lua_vae``: ``decode`` gives the true LR image, ``encode`` is the tiny encoder."""
-
-    def __init__(self, lr: torch.Tensor, tae: Any, family: LatentFamily) -> None:
-        self.lr, self.tae, self.family = lr, tae, family
-
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        d = self.family.comfy_downscale
-        if tuple(latent.shape[-2:]) != (self.lr.shape[-2] // d, self.lr.shape[-1] // d):
-            raise ValueError("the stand-in VAE decodes only the latent of its own LR image")
-        return self.lr
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.family.to_comfy(self.tae.encode_raw(images))
 
 
 def peer_paths() -> tuple[str, ...]:
@@ -152,7 +138,7 @@ class PathRunner:
                 method = path[len("latent_"):]
                 up, t_up = timed(lambda: latent_upscale(comfy, scale, method), self.device)
             elif path == PIXEL_ROUTE:
-                img, t_up = timed(lambda: pixel_upscale(lr, scale, "bicubic"), self.device)
+                img, t_up = timed(lambda: standin_image(lr, scale), self.device)
                 out[path] = self._through_tae(img, t_up)
                 continue
             elif path.startswith(PIXEL_ROUTE + "_"):

@@ -20,8 +20,8 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from ..images import bicubic_down, load_image
 from ..tae import TinyAutoencoder
+from ..toolkit.images import bicubic_down, load_image
 from ..vae_backends import VAEBackend
 
 

@@ -27,24 +27,24 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..checkpoints.export import save_checkpoint
 from ..checkpoints.formats import config_from_metadata, load_into, read_checkpoint
 from ..families import get_family
-from ..images import bicubic_down, center_crop, list_images, load_image, native_crop_side
 from ..locations import shared_dir
 from ..metrics.perceptual import LPIPS
 from ..metrics.pixel import psnr
 from ..model.detect import infer_config
 from ..model.network import LUANet
-from ..photo_sets import holdout_photos, pick_val_images, spread, training_photos
 from ..tae import load_tae
+from ..toolkit.images import bicubic_down, center_crop, list_images, load_image, native_crop_side
+from ..toolkit.photo_sets import holdout_photos, pick_val_images, spread, training_photos
+from ..toolkit.standin_vae import standin_teacher
 from ..vae_backends import load_vae
 from .config import apply_sets
+from .crop_pool import PhotoPool
 from .ema import EMA
 from .losses import fft_l1
-from .photos import PhotoPool
 from .warm_start import transfer_init
 
 
@@ -138,8 +138,7 @@ PSNR_HINGE = 1.0  # score per dB beyond the slack
 def vae_standin_teacher(tae, lr: torch.Tensor, scale: int) -> torch.Tensor:
     """The teacher a near-lossless VAE gives (``encode(bicubic(decode(z)))`` with ``decode(z)`` = the true LR
     image): the family's tiny encoder of the bicubic-upscaled LR image, a raw model-layout latent."""
-    up = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
-    return tae.encode_raw(up)
+    return standin_teacher(tae, lr, scale)
 
 
 def decoded_window(net: LUANet, tae, pool: PhotoPool, cfg: FinetuneConfig, rng: random.Random,

@@ -15,10 +15,10 @@ from torch import nn
 from ..api import resolve_device
 from ..checkpoints.export import save_checkpoint
 from ..dtypes import dtype_from_name
-from ..images import bicubic_down, list_images
 from ..locations import expand_path
 from ..model.network import LUANet
-from ..photo_sets import pick_val_images
+from ..toolkit.images import bicubic_down, list_images
+from ..toolkit.photo_sets import pick_val_images
 from ..vae_backends import VAEBackend, load_vae
 from . import ddp
 from .config import TrainConfig

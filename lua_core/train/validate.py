@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..images import bicubic_down, center_crop, load_image
 from ..metrics.pixel import psnr
 from ..tae import TinyAutoencoder
+from ..toolkit.images import bicubic_down, center_crop, load_image
 from ..vae_backends import VAEBackend
 
 

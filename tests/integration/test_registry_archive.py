@@ -60,7 +60,8 @@ def test_archive_holds_the_pack_and_no_development_files(archive):
                    "workflows/lua_image_upscale_x2_x4.json", "workflows/lua_image_upscale_x2_x4.jpg"):
         assert needed in archive, needed
     assert {f"weights/lua_light_{f}.safetensors" for f in ("sd15", "sdxl", "sd3", "flux1", "flux2")} <= set(archive)
-    assert not [p for p in archive if p.startswith(("lua_core/train/", "lua_core/eval/", "lua_core/bench/"))]
+    assert not [p for p in archive if p.startswith(("lua_core/train/", "lua_core/eval/", "lua_core/bench/",
+                                                    "lua_core/toolkit/"))]
 
 
 def _python_files(archive: list[str]) -> list[str]:
@@ -122,7 +123,7 @@ spec = importlib.util.spec_from_file_location("lua_pack", {str(pack / '__init__.
 mod = importlib.util.module_from_spec(spec); sys.modules["lua_pack"] = mod; spec.loader.exec_module(mod)
 assert sorted(mod.NODE_CLASS_MAPPINGS) == ["LUALatentUpscale", "LUALatentUpscaleToSize", "LUAModelLoader"]
 assert not [m for m in sys.modules if m.startswith(("lua_pack.lua_core.train", "lua_pack.lua_core.eval",
-                                                    "lua_pack.lua_core.bench"))]
+                                                    "lua_pack.lua_core.bench", "lua_pack.lua_core.toolkit"))]
 (lua,) = mod.NODE_CLASS_MAPPINGS["LUAModelLoader"]().load("lua_light_sd15.safetensors (preview)", "auto")
 (out,) = mod.NODE_CLASS_MAPPINGS["LUALatentUpscale"]().upscale(lua, {{"samples": torch.randn(1, 4, 8, 8)}}, 2.0, 0, 8)
 assert out["samples"].shape == (1, 4, 16, 16)

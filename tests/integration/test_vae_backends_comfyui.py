@@ -190,7 +190,7 @@ def test_tiny_training_run_with_comfy_backend(comfy_vae_file, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from lua_core.images import list_images
+    from lua_core.toolkit.images import list_images
     from lua_core.train.__main__ import main
     from lua_core.train.data import PairMaker
 

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from lua_core.images import center_crop, list_images, load_image
-from lua_core.photo_sets import holdout_photos, training_photos
+from lua_core.toolkit.images import center_crop, list_images, load_image
+from lua_core.toolkit.photo_sets import holdout_photos, training_photos
 from lua_core.train.finetune import FinetuneConfig, photo_split
 from scripts.device_kit import MIB, build_kit, working_tree_mib
 

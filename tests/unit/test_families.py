@@ -37,9 +37,9 @@ def test_flux2_pack_order_and_normalisation_match_comfyui():
 def test_flux2_statistics_normalise_tiny_autoencoder_latents(shared_dir):
     """The estimated statistics bring taef2 latents of photographs never used to estimate them (the val set)
     close to zero mean and unit variance per packed channel, as ComfyUI's FLUX.2 LATENT is."""
-    from lua_core.images import center_crop, load_image
-    from lua_core.photo_sets import pick_val_images
     from lua_core.tae import load_tae
+    from lua_core.toolkit.images import center_crop, load_image
+    from lua_core.toolkit.photo_sets import pick_val_images
 
     fam, tae = get_family("flux2"), load_tae("flux2")
     imgs = torch.stack([center_crop(load_image(p, 256), 256) for p in pick_val_images(shared_dir / "data" / "val", 8)])

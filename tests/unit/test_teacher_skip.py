@@ -17,12 +17,13 @@ from lua_core.checkpoints.export import save_checkpoint
 from lua_core.engine.memory import footprint, skip_reserve
 from lua_core.engine.runner import run_network
 from lua_core.families import get_family
-from lua_core.images import center_crop, load_image
 from lua_core.locations import shared_dir
 from lua_core.model.config import LIGHT_CONFIG
 from lua_core.model.network import Chunks, LUANet
-from lua_core.photo_sets import holdout_photos, training_photos
 from lua_core.tae import load_tae
+from lua_core.toolkit.images import center_crop, load_image
+from lua_core.toolkit.photo_sets import holdout_photos, training_photos
+from lua_core.train.crop_pool import PhotoPool
 from lua_core.train.finetune import (
     FinetuneConfig,
     Finetuner,
@@ -34,7 +35,6 @@ from lua_core.train.finetune import (
     training_device,
 )
 from lua_core.train.finetune import main as finetune_main
-from lua_core.train.photos import PhotoPool
 
 REPO = Path(__file__).resolve().parents[2]
 SDXL = REPO / "weights" / "lua_light_sdxl.safetensors"

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 import lua_core
 from lua_core import tae as T
-from lua_core.images import bicubic_down, center_crop, list_images
 from lua_core.locations import REPO_ROOT as REPO
 from lua_core.locations import shared_dir
 from lua_core.metrics.pixel import psnr
+from lua_core.toolkit.images import bicubic_down, center_crop, list_images
 from lua_core.train import config_from_dict, load_config
 from lua_core.train.config import StageConfig, apply_sets
 from lua_core.train.data import LatentCache, PairMaker, SampleSource, batch_indices, rank_slice, subcrop
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def val_crop() -> torch.Tensor:
-    from lua_core.images import load_image
+    from lua_core.toolkit.images import load_image
 
     path = sorted((SHARED / "data" / "val").rglob("*.jpg"))[0]
     return center_crop(load_image(path, 128), 128)[None]

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lua_core.images import bicubic_down
 from lua_core.metrics.pixel import psnr
 from lua_core.tae import load_tae
+from lua_core.toolkit.images import bicubic_down
 from lua_core.train import config_from_dict, train
 from lua_core.train.data import subcrop
 from lua_core.train.losses import stage_loss

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 import lua_core
 from lua_core.engine.vae_teacher import vae_teacher
-from lua_core.eval.pipeline import LUA_VAE, PIXEL_ROUTE, PathRunner, StandInVAE, latent_nmse
-from lua_core.images import bicubic_down
+from lua_core.eval.pipeline import LUA_VAE, PIXEL_ROUTE, PathRunner, latent_nmse
 from lua_core.tae import TinyVAE, load_tae
+from lua_core.toolkit.images import bicubic_down
+from lua_core.toolkit.standin_vae import StandInVAE
 from lua_core.train.finetune import FinetuneConfig, decoded_window, vae_standin_teacher
 from tests.helpers import images
 

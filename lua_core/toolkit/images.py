@@ -1,4 +1,4 @@
-"""Image files and the pixel operations shared by training and evaluation (read, crop, downsample)."""
+"""Image files and the pixel operations shared by training and evaluation (read, crop, resize)."""
 from __future__ import annotations
 
 import os
@@ -68,3 +68,8 @@ def bicubic_down(img: torch.Tensor, factor: int) -> torch.Tensor:
     h, w = img.shape[-2:]
     out = F.interpolate(img, size=(h // factor, w // factor), mode="bicubic", antialias=True, align_corners=False)
     return out.clamp_(0, 1)
+
+
+def bicubic_up(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """Bicubic enlargement of ``(B, 3, H, W)`` by ``scale`` (ComfyUI's Upscale Image By), clamped to [0, 1]."""
+    return F.interpolate(img, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)

@@ -1,4 +1,4 @@
-"""The evaluation harness end to end (lua_core.eval.evaluate and ``python -m lua_core.eval``) on two
+"""The evaluation end to end (lua_core.eval.evaluate and ``python -m lua_core.eval``) on two
 validation crops with the bundled FLUX.1 adapter and the FLUX.1 tiny autoencoder."""
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_resolve_checkpoint():
 
 def test_holdout_set_and_path_subset(tmp_path, one_torch_thread):
     from lua_core.locations import shared_dir
-    from lua_core.photo_sets import holdout_photos
+    from lua_core.toolkit.photo_sets import holdout_photos
 
     result = evaluate("sd15", None, "holdout", (2,), 64, 2, out_dir=tmp_path, perceptual=False,
                       only_paths=["pixel_bicubic", "vae_ceiling"])
@@ -146,7 +146,7 @@ def test_native_crops_enlarge_nothing(tmp_path, one_torch_thread):
     """With ``native`` an image smaller than the crop keeps its own pixels: a smaller crop, never an enlargement."""
     from PIL import Image
 
-    from lua_core.eval.harness import crop_sizes
+    from lua_core.eval.inputs import crop_sizes
 
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -1,7 +1,7 @@
 """Training photographs held in memory, with fresh random crops on every draw.
 
 Which photographs (the training folder minus the fixed held-out set) is decided by
-:mod:`lua_core.photo_sets`.
+:mod:`lua_core.toolkit.photo_sets`.
 """
 from __future__ import annotations
 

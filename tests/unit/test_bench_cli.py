@@ -7,14 +7,14 @@ import time
 import pytest
 import torch
 
-from lua_core.bench import harness, summary
+from lua_core.bench import cli, summary
 from lua_core.bench.vae_decoder import DECODER_CONFIGS, KLDecoder, decoder_config
 
 
 @pytest.mark.slow
 def test_harness_end_to_end_on_tiny_models(tmp_path):
     t0 = time.perf_counter()
-    rc = harness.main(["--preset", "quick", "--tiny", "--in-process", "--configs", "light",
+    rc = cli.main(["--preset", "quick", "--tiny", "--in-process", "--configs", "light",
                        "--groups", "pipelines,impl,tiling", "--out", str(tmp_path)])
     assert rc == 0
     assert time.perf_counter() - t0 < 60  # ~5-10 s on 2 busy cores; generous against load spikes
@@ -42,14 +42,14 @@ def test_harness_end_to_end_on_tiny_models(tmp_path):
 def test_a_case_runs_in_its_own_process():
     spec = dict(kind="impl", config="light", latent=8, scale=2, device="cpu", dtype="float32", threads=1,
                 tiny=True, warmup=1, repeats=1)
-    res = harness.run_in_child(spec, timeout=120)
+    res = cli.run_in_child(spec, timeout=120)
     assert "error" not in res, res.get("error")
     assert res["peak_rss_mb"] > 0 and res["max_abs_diff"]["ours"] < 1e-4
 
 
 @pytest.mark.slow
 def test_multiply_add_counts_on_meta_tensors():
-    (row,) = harness.count_macs("light", "flux1", sizes=((64, 2),), tiny=True)
+    (row,) = cli.count_macs("light", "flux1", sizes=((64, 2),), tiny=True)
     assert row["B"] == row["lua"] + row["D"] and row["C"] == row["A"] + row["pixel_sr"]
     assert row["D"] > row["A"] > 0 and 0 < row["lua_share_of_D"] < 1
 
@@ -71,7 +71,7 @@ def test_decoder_is_the_kl_decoder_architecture(family, params):
 def test_resume_skips_the_cases_an_interrupted_run_finished(tmp_path, monkeypatch):
     args = ["--preset", "quick", "--tiny", "--in-process", "--configs", "light", "--groups", "impl",
             "--rounds", "2", "--out", str(tmp_path)]
-    real = harness.run_spec
+    real = cli.run_spec
     calls = []
 
     def interrupted(spec):
@@ -80,14 +80,14 @@ def test_resume_skips_the_cases_an_interrupted_run_finished(tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(spec)
 
-    monkeypatch.setattr(harness, "run_spec", interrupted)
+    monkeypatch.setattr(cli, "run_spec", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        harness.main(args)
+        cli.main(args)
     assert (tmp_path / "bench.partial.json").exists() and not (tmp_path / "bench.json").exists()
 
     calls.clear()
-    monkeypatch.setattr(harness, "run_spec", lambda spec: calls.append(spec) or real(spec))
-    assert harness.main(args + ["--resume"]) == 0
+    monkeypatch.setattr(cli, "run_spec", lambda spec: calls.append(spec) or real(spec))
+    assert cli.main(args + ["--resume"]) == 0
     assert len(calls) == 1  # only the unfinished round ran again
     report = json.loads((tmp_path / "bench.json").read_text())
     (samples,) = report["raw"].values()
