@@ -50,66 +50,75 @@ def crop_description(images: dict[str, Any]) -> str:
             + ")")
 
 
-def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
-    """The Markdown report: one table per scale, metric availability and definitions."""
-    status = result["metrics"]
-    shown = [(k, h, d) for k, h, d in METRIC_HEADERS if status.get(k) == "ok"]
-    ck = result.get("checkpoint")
-    img = result["images"]
-    env = result["environment"]
-    lines = [f"# LUA evaluation: {result['family_label']} (`{result['family']}`)", ""]
-    lines.append(f"- checkpoint: {ck['description'] if ck else 'none (baselines only)'}"
-                 + (f" · sha256 `{ck['sha256'][:12]}…`" if ck and ck.get("sha256") else ""))
-    lines.append(f"- decoder: {result['decoder']}")
-    lines.append(f"- images: {img['count']} from `{img['dir']}`, centre crops of {crop_description(img)} "
-                 f"(HR Laplacian variance {_fmt(result.get('hr_lapvar'), 1)})")
-    lines.append(f"- run: torch {env['torch']}, {env['device']}, {env['threads']} thread(s), "
-                 f"{env['date']}, {result['wall_time_s']:.0f} s in all")
+METHOD_NOTE = ("HR crop → LR (bicubic, anti-aliased, ÷s) → encode → upscale → decode, compared with the HR crop. "
+               "The user's routes stand for a full VAE's decode with the true LR image and pass their upscaled "
+               "image once through the same tiny autoencoder at the target size, as LUA's latent is decoded by it; "
+               "LUA with the VAE input gets the same stand-in (decode = the true LR image, encode = the tiny "
+               "encoder). Metrics are means over the images, times medians per image (ms; encode = the LR image, "
+               "for the ceiling the HR image, for the user's routes the target-size encode; the tiny-decode pixel "
+               "paths decode at base size).")
+METRIC_NOTE = ("Metrics: PSNR (dB) and SSIM (Gaussian 11×11, σ 1.5, valid positions, mean over R, G, B) on RGB in "
+               "[0, 1]; LPIPS v0.1 with AlexNet; DISTS (`DISTS_pytorch` 0.1); Laplacian variance: variance of the "
+               "3×3 Laplacian of the luma (BT.601, 0–255), as `cv2.Laplacian(gray).var()`: above the ground "
+               "truth's value means added noise or ringing, below means blur; latent NMSE: mean squared difference "
+               "of the path's latent at the target size (for pixel routes, the encode of its image) to the latent "
+               "of the true HR image, divided by that latent's variance.")
+TIME_COLUMNS = ("encode", "upscale", "decode", "total")
+
+
+def _run_facts(result: dict[str, Any]) -> list[str]:
+    """The bullet list under the title: checkpoint, decoder, images, run, reused rows, what is missing."""
+    ck, img, env, status = result.get("checkpoint"), result["images"], result["environment"], result["metrics"]
+    lines = [f"- checkpoint: {ck['description'] if ck else 'none (baselines only)'}"
+             + (f" · sha256 `{ck['sha256'][:12]}…`" if ck and ck.get("sha256") else ""),
+             f"- decoder: {result['decoder']}",
+             f"- images: {img['count']} from `{img['dir']}`, centre crops of {crop_description(img)} "
+             f"(HR Laplacian variance {_fmt(result.get('hr_lapvar'), 1)})",
+             f"- run: torch {env['torch']}, {env['device']}, {env['threads']} thread(s), "
+             f"{env['date']}, {result['wall_time_s']:.0f} s in all"]
     reused = result.get("baselines_reused_from")
     if reused:
         lines.append(f"- rows of {', '.join(reused['paths'])}: reused from `{reused['report']}` ({reused['date']}), "
                      "each checked by its PSNR; their times are from that run")
-    for k, _, _ in METRIC_HEADERS:
-        if status.get(k, "ok") != "ok":
-            lines.append(f"- {k.upper()}: {status[k]}")
-    for p, why in result.get("unavailable_paths", {}).items():
-        lines.append(f"- {p}: not run ({why})")
-    lines += ["", "HR crop → LR (bicubic, anti-aliased, ÷s) → encode → upscale → decode, compared with the HR crop. "
-              "The user's routes stand for a full VAE's decode with the true LR image and pass their upscaled "
-              "image once through the same tiny autoencoder at the target size, as LUA's latent is decoded by it; "
-              "LUA with the VAE input gets the same stand-in (decode = the true LR image, encode = the tiny "
-              "encoder). Metrics are means over the images, times medians per image (ms; encode = the LR image, "
-              "for the ceiling the HR image, for the user's routes the target-size encode; the tiny-decode pixel "
-              "paths decode at base size).", ""]
+    lines += [f"- {k.upper()}: {status[k]}" for k, _, _ in METRIC_HEADERS if status.get(k, "ok") != "ok"]
+    lines += [f"- {p}: not run ({why})" for p, why in result.get("unavailable_paths", {}).items()]
+    return lines
+
+
+def _scale_table(result: dict[str, Any], scale: int, shown: list[tuple[str, str, int]]) -> list[str]:
+    """One scale's section: its heading and one row per path (metrics, sharpness, stage times)."""
+    img, key = result["images"], f"x{scale}"
+    upto = "up to " if img.get("native") else ""
+    head = ["path"] + [h for _, h, _ in shown] + ["Laplacian var."] + [f"{st} ms" for st in TIME_COLUMNS]
+    lines = [f"## x{scale} ({upto}{img['crop'] // scale} px → {upto}{img['crop']} px)", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for p in result["paths"]:
+        r = result["results"][key][p]
+        label = result["labels"][p]
+        cells = [f"**{label}**" if p == "lua" else label]
+        cells += [_fmt(r.get(k), d) for k, _, d in shown] + [_fmt(r.get("lapvar"), 1)]
+        cells += [_fmt(r["time_ms"].get(st), 1) for st in TIME_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _picture_note(result: dict[str, Any], picture: str) -> list[str]:
+    pic = result.get("picture", {})
+    return [f"![crops]({picture})", "",
+            f"Crops of `{pic.get('image', '')}` (the most detailed image of the set): "
+            + ", ".join(COLUMN_LABELS[c] for c in pic.get("columns", [])) + "; one row per scale.", ""]
+
+
+def markdown(result: dict[str, Any], picture: Optional[str] = PNG_NAME) -> str:
+    """The Markdown report: one table per scale, metric availability and definitions."""
+    shown = [(k, h, d) for k, h, d in METRIC_HEADERS if result["metrics"].get(k) == "ok"]
+    lines = [f"# LUA evaluation: {result['family_label']} (`{result['family']}`)", ""]
+    lines += _run_facts(result) + ["", METHOD_NOTE, ""]
     for s in result["scales"]:
-        key = f"x{s}"
-        lr = img["crop"] // s
-        upto = "up to " if img.get("native") else ""
-        lines += [f"## x{s} ({upto}{lr} px → {upto}{img['crop']} px)", ""]
-        head = ["path"] + [h for _, h, _ in shown] + ["Laplacian var.", "encode ms", "upscale ms", "decode ms",
-                                                     "total ms"]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
-        for p in result["paths"]:
-            r = result["results"][key][p]
-            t = r["time_ms"]
-            label = result["labels"][p]
-            label = f"**{label}**" if p == "lua" else label
-            cells = [label] + [_fmt(r.get(k), d) for k, _, d in shown] + [_fmt(r.get("lapvar"), 1)]
-            cells += [_fmt(t.get(st), 1) for st in ("encode", "upscale", "decode", "total")]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["Metrics: PSNR (dB) and SSIM (Gaussian 11×11, σ 1.5, valid positions, mean over R, G, B) on RGB in "
-              "[0, 1]; LPIPS v0.1 with AlexNet; DISTS (`DISTS_pytorch` 0.1); Laplacian variance: variance of the "
-              "3×3 Laplacian of the luma (BT.601, 0–255), as `cv2.Laplacian(gray).var()`: above the ground "
-              "truth's value means added noise or ringing, below means blur; latent NMSE: mean squared difference "
-              "of the path's latent at the target size (for pixel routes, the encode of its image) to the latent "
-              "of the true HR image, divided by that latent's variance.", ""]
+        lines += _scale_table(result, s, shown)
+    lines += [METRIC_NOTE, ""]
     if picture:
-        pic = result.get("picture", {})
-        lines += [f"![crops]({picture})", "",
-                  f"Crops of `{pic.get('image', '')}` (the most detailed image of the set): "
-                  + ", ".join(COLUMN_LABELS[c] for c in pic.get("columns", [])) + "; one row per scale.", ""]
+        lines += _picture_note(result, picture)
     return "\n".join(lines)
 
 
