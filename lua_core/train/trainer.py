@@ -24,8 +24,8 @@ from . import ddp
 from .config import TrainConfig
 from .data import LatentCache, PairMaker, SampleSource, batch_indices, progress_bar, rank_slice, sample_generator, subcrop
 from .ema import EMA
-from .losses import stage_loss
-from .metrics import MetricsLog, plot_losses
+from .loss_registry import HeadOutputs, weighted_loss
+from .run_log import MetricsLog, plot_losses
 from .schedule import choose_heads, make_optimizer
 from .teacher import cached_teacher_latents, teacher_latents
 from .validate import Validator
@@ -282,16 +282,14 @@ class Trainer:
                     img = self.vae.decode_raw(pred)  # differentiable through the frozen decoder
                 img = img.float()
                 hr = bicubic_down(batch["pix"].to(self.device).float() / 255, m // s)
-            lc = cfg.loss
-            teach = self.normalize(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None
-            lpips_fn = self.lpips_network() if st.weights.get("lpips") else None
-            loss_s, t = stage_loss(st.weights, self.normalize(pred), self.normalize(tgt), img, hr, scale=s,
-                                   teacher_lat=teach, lpips_fn=lpips_fn,
-                                   down_factor=lc.down_for(s), fft_norm=lc.fft_norm, hf_sigma=lc.hf_sigma,
-                                   hf_kernel=lc.hf_kernel, eagle_patch=lc.eagle_patch, eagle_cutoff=lc.eagle_cutoff)
+            outputs = HeadOutputs(
+                pred_lat=self.normalize(pred), target_lat=self.normalize(tgt), pred_img=img, target_img=hr,
+                teacher_lat=self.normalize(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None,
+                lpips_fn=self.lpips_network() if st.weights.get("lpips") else None)
+            loss_s, values = weighted_loss(st.weights, outputs, cfg.loss.term_options(s))
             total = total + loss_s / len(heads)
-            for k, v in t.items():
-                terms[f"term/x{s}/{k}"] = v
+            for k, v in values.items():
+                terms[f"term/x{s}/{k}"] = float(v.detach())
         opt.zero_grad(set_to_none=True)
         total.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
