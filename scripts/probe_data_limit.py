@@ -7,12 +7,11 @@ of the LR latent's standard deviation, and the PSNR of the decoded prediction ag
 head); ``conv`` a plain residual conv net of similar size.  Used to find what limits the CPU adapters
 (``lua_core/train/README.md``).
 
-    python scripts/probe_data_limit.py .cache/latents/flux1_<key> --model swin --seconds 420 --train-samples 112
+    python -m scripts.probe_data_limit .cache/latents/flux1_<key> --model swin --seconds 420 --train-samples 112
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -20,13 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lua_core.metrics.pixel import psnr  # noqa: E402
-from lua_core.model.config import preset  # noqa: E402
-from lua_core.model.network import LUANet  # noqa: E402
-from lua_core.tae import load_tae  # noqa: E402
-from lua_core.toolkit.images import bicubic_down  # noqa: E402
+from lua_core.metrics.pixel import psnr
+from lua_core.model.config import preset
+from lua_core.model.network import LUANet
+from lua_core.tae import load_tae
+from lua_core.toolkit.images import bicubic_down
 
 HELD_OUT = 48
 

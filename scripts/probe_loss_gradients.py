@@ -6,30 +6,28 @@ norm of each weighted term's gradient with respect to the trainable parameters, 
 the sum over terms. EAGLE is measured at the weight the staged recipes gave it and at the weight that would
 give it the same gradient norm as the LPIPS term.
 
-    python scripts/probe_loss_gradients.py --family sdxl --checkpoint weights/lua_light_sdxl.safetensors --batches 6
+    python -m scripts.probe_loss_gradients --family sdxl --checkpoint weights/lua_light_sdxl.safetensors --batches 6
 """
 from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lua_core.families import get_family  # noqa: E402
-from lua_core.locations import expand_path, shared_dir  # noqa: E402
-from lua_core.metrics.perceptual import LPIPS  # noqa: E402
-from lua_core.tae import load_tae  # noqa: E402
-from lua_core.toolkit.photo_sets import training_photos  # noqa: E402
-from lua_core.train.crop_pool import PhotoPool  # noqa: E402
-from lua_core.train.finetune import FinetuneConfig, decoded_window, loss_terms, term_weights, to_tae_skip  # noqa: E402
-from lua_core.train.losses import eagle_loss  # noqa: E402
+from lua_core.families import get_family
+from lua_core.locations import expand_path, shared_dir
+from lua_core.metrics.perceptual import LPIPS
+from lua_core.tae import load_tae
+from lua_core.toolkit.photo_sets import training_photos
+from lua_core.train.crop_pool import PhotoPool
+from lua_core.train.finetune import FinetuneConfig, decoded_window, term_weights, to_tae_skip
+from lua_core.train.loss_registry import REGISTRY, HeadOutputs, term_values
 
 RECIPE_EAGLE = 5e-5  # the weight of `eagle` in configs/train/*.json before it was dropped
+RECIPE = tuple(term_weights(FinetuneConfig(family="", init=""), 4))  # the fine-tune's registry terms, in order
 
 
 def grad_norm(loss: torch.Tensor, params: Sequence[torch.nn.Parameter]) -> float:
@@ -55,9 +53,9 @@ def probe(checkpoint: Path, family: str, batches: int, photos: int, seed: int) -
         rng = random.Random(f"probe:{seed}:{step}")
         scale = net.scales[step % len(net.scales)]
         img, ref = decoded_window(net, tae, pool, cfg, rng, scale)
-        weights = term_weights(cfg, scale)
-        terms = {k: weights[k] * v for k, v in loss_terms(img, ref, lpips).items()}
-        terms["eagle_unit"] = eagle_loss(img, ref)
+        weights = {**term_weights(cfg, scale), "eagle": 1.0}  # EAGLE at unit weight: scaled in the report
+        values = term_values(weights, HeadOutputs(pred_img=img, target_img=ref, lpips_fn=lpips))
+        terms = {k: weights[k] * v for k, v in values.items()}
         row = norms.setdefault(scale, {})
         for k, v in terms.items():
             row.setdefault(k, []).append(grad_norm(v, params))
@@ -65,14 +63,16 @@ def probe(checkpoint: Path, family: str, batches: int, photos: int, seed: int) -
 
 
 def report(norms: dict[int, dict[str, list[float]]]) -> str:
-    lines = ["| head | L1 | FFT | LPIPS | EAGLE x 5e-5 | EAGLE share at 5e-5 | EAGLE weight matching LPIPS |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    """A markdown table per head: the recipe's terms (registry labels), EAGLE at the staged weight and its share."""
+    labels = " | ".join(REGISTRY[k].label for k in RECIPE)
+    lines = [f"| head | {labels} | EAGLE x 5e-5 | EAGLE share at 5e-5 | EAGLE weight matching LPIPS |",
+             "|---|" + "---:|" * (len(RECIPE) + 3)]
     for scale, row in sorted(norms.items()):
         mean = {k: sum(v) / len(v) for k, v in row.items()}
-        eagle = RECIPE_EAGLE * mean["eagle_unit"]
-        total = mean["l1"] + mean["fft"] + mean["lpips"] + eagle
-        lines.append(f"| x{scale} | {mean['l1']:.4g} | {mean['fft']:.4g} | {mean['lpips']:.4g} | {eagle:.3g} | "
-                     f"{100 * eagle / total:.2f} % | {mean['lpips'] / mean['eagle_unit']:.3g} |")
+        eagle = RECIPE_EAGLE * mean["eagle"]
+        total = sum(mean[k] for k in RECIPE) + eagle
+        lines.append(f"| x{scale} | " + " | ".join(f"{mean[k]:.4g}" for k in RECIPE) + f" | {eagle:.3g} | "
+                     f"{100 * eagle / total:.2f} % | {mean['lpips'] / mean['eagle']:.3g} |")
     return "\n".join(lines)
 
 

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Bundle an adapter from ``python -m lua_core.train.finetune``: weights/, model card, manifest entry.
 
-    python scripts/release_finetuned.py --family sdxl --checkpoint .cache/ft/sdxl/best.safetensors \
+    python -m scripts.release_finetuned --family sdxl --checkpoint .cache/ft/sdxl/best.safetensors \
         --eval-holdout docs/eval/sdxl/holdout/results.json --eval-val docs/eval/sdxl/val_native/results.json \
         --hardware "2-core AMD EPYC CPU, 1 thread"
 
@@ -22,17 +21,15 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from lua_core.checkpoints.manifest import ManifestEntry  # noqa: E402
-from lua_core.eval.report import crop_description  # noqa: E402
-from lua_core.families import get_family  # noqa: E402
-from scripts.release_adapter import family_note, open_adapter, with_entry, write_manifest  # noqa: E402
+from lua_core.checkpoints.manifest import ManifestEntry
+from lua_core.eval.report import crop_description
+from lua_core.families import LatentFamily, get_family
+from lua_core.locations import REPO_ROOT as REPO
+from lua_core.train.finetune import recipe_formula, resumed_config
+from scripts.release_adapter import family_note, open_adapter, with_entry, write_manifest
 
 ROUTE = "pixel_route"  # the user's free route: full-VAE decode + Upscale Image (bicubic)
 REQUIRED = ("lua", ROUTE)
@@ -148,10 +145,6 @@ PATH_LABELS = {"lua_vae": "**LUA + VAE input**", "lua": "LUA, no VAE (tiny teach
 METRIC_LABELS = {"psnr": "PSNR", "lpips": "LPIPS", "dists": "DISTS", "ssim": "SSIM", "latent_nmse": "latent NMSE"}
 
 
-def _teacher(cfg: dict[str, Any]) -> str:
-    return cfg.get("teacher") or "tae"
-
-
 def verdict_text(entry: ManifestEntry, judged: str, misses: list[str], without_vae: list[str]) -> str:
     """The card's status line: the bar against the user's route, with and without the VAE input."""
     bar = "PSNR within 0.5 dB of the user's route and LPIPS at most its, on both image sets at x2 and x4"
@@ -165,11 +158,19 @@ def verdict_text(entry: ManifestEntry, judged: str, misses: list[str], without_v
     return (f"**{entry.status}** ({bar}" + (")" if not misses else "; misses: " + "; ".join(misses) + ")"))
 
 
-def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, dict], figs: dict[str, dict],
-               misses: list[str], hardware: str, commands: dict[str, str], params: int) -> str:
+def model_card(entry: ManifestEntry, meta: dict[str, Any], judged: str, results: dict[str, dict],
+               figs: dict[str, dict], misses: list[str], hardware: str, commands: dict[str, str], params: int) -> str:
+    """The adapter's model card (markdown): status and use, training, learning curve, evaluation tables."""
     fam = get_family(entry.family)
+    return "\n".join([*card_summary(entry, fam, meta, judged, figs, misses, params), *family_note(fam.name),
+                      *card_training(fam, meta, judged, hardware), *card_curve(meta),
+                      *card_evaluation(fam, results, figs, commands, judged)])
+
+
+def card_summary(entry: ManifestEntry, fam: LatentFamily, meta: dict[str, Any], judged: str,
+                 figs: dict[str, dict], misses: list[str], params: int) -> list[str]:
+    """The card's title and first list: status against the bar and the aim, how the network is used, the file."""
     cfg = meta.get("config", {})
-    judged = judged_path(_teacher(cfg))
     without_vae = [f"{k} {m}" for k in ("holdout", "val") for m in bar_misses(figs[k], "lua")] if judged == "lua_vae" else []
     aims = [f"{k} {m}" for k in ("holdout", "val") for m in aim_misses(figs[k], judged)]
     teacher_line = (
@@ -181,49 +182,61 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
         f"- Network: the output is `encode(bicubic_up(decode(z)))` of the tiny autoencoder `{fam.tae_name}` held in "
         f"the file (MIT-licensed weights by Ollin Boer Bohan) plus a learned gain ({meta.get('gain', 'n/a')}) times "
         f"the network's residual.{encoder_text(cfg)}")
-    lines = [f"# {entry.name}: LUA light adapter for {fam.label} latents", "",
-             f"- Status: {verdict_text(entry, judged, misses, without_vae)}.",
-             "- Aim (LPIPS at most 0.85x the user's route's with PSNR at least its): "
-             + ("met everywhere." if not aims else "not yet: " + "; ".join(aims) + "."),
-             teacher_line,
-             f"- File: light trunk and x2/x4 heads, {params / 1e6:.2f} M parameters in all (the tiny autoencoder "
-             f"included), fp16 safetensors, {entry.size:,} bytes, sha256 `{entry.sha256}`.",
-             f"- Latents: {fam.label} ({fam.model_channels} channels); trained and evaluated with `{fam.tae_name}` "
-             "(the stand-in in `../shared/vae`) as the decoder, and as the encoder of the VAE teacher's stand-in.",
-             "- License: Apache-2.0 (our weights and code); the embedded tiny autoencoder is MIT.", "",
-             *family_note(fam.name),
-             "## Training", "",
-             f"- Recipe: `python -m lua_core.train.finetune --family {fam.name} --init <previous adapter> "
-             f"--out .cache/ft/{fam.name} --seconds <budget>"
-             + (" --set teacher='\"vae\"'" if judged == "lua_vae" else "")
-             + "` (resume: the same command; state in `<out>/state.pt`; on a GPU: `scripts/train_device.sh`). "
-             + origin_text(meta),
-             f"- Loss: {cfg.get('l1')} x L1 + {cfg.get('fft')} x FFT-L1 + LPIPS(AlexNet) (weight {cfg.get('lpips')}"
-             + (f", x2 head {cfg['lpips_x2']}" if cfg.get("lpips_x2") is not None else "")
-             + ") on a decoded latent window "
-             f"({cfg.get('window')} latent px, {cfg.get('margin')} px margin left out) against the true pixels; "
-             f"batch {cfg.get('batch')}, Adam lr {cfg.get('lr')}, EMA {cfg.get('ema_decay')}, heads alternate; "
-             f"LR latents {cfg.get('lr_sizes_x2')} (x2) and {cfg.get('lr_sizes_x4')} (x4) px; fresh crops of the "
-             "training photographs (never the held-out ones), random 0.5-1x zoom, flips and rotations."
-             + (" The teacher in training is the VAE teacher's stand-in: the tiny encoder of the bicubic-upscaled "
-                "true LR image." if judged == "lua_vae" else ""),
-             f"- Steps: {meta.get('steps')}; compute time {round((meta.get('seconds') or 0) / 60, 1)} min of step time "
-             f"(validation excluded). Hardware: {hardware}.", "",
-             f"### Learning curve (in-run validation: {validation_text(cfg)}; PSNR gain over the user's route and "
-             "perceptual ratios to it)", "",
-             "| step | minutes | score | " + " | ".join(f"{k} dPSNR / LPIPS (/ DISTS)" for k in
-                                                       (meta.get("curve_sets") or [])) + " |",
-             "|---:|---:|---:|" + "---|" * len(meta.get("curve_sets") or [])]
+    return [f"# {entry.name}: LUA light adapter for {fam.label} latents", "",
+            f"- Status: {verdict_text(entry, judged, misses, without_vae)}.",
+            "- Aim (LPIPS at most 0.85x the user's route's with PSNR at least its): "
+            + ("met everywhere." if not aims else "not yet: " + "; ".join(aims) + "."),
+            teacher_line,
+            f"- File: light trunk and x2/x4 heads, {params / 1e6:.2f} M parameters in all (the tiny autoencoder "
+            f"included), fp16 safetensors, {entry.size:,} bytes, sha256 `{entry.sha256}`.",
+            f"- Latents: {fam.label} ({fam.model_channels} channels); trained and evaluated with `{fam.tae_name}` "
+            "(the stand-in in `../shared/vae`) as the decoder, and as the encoder of the VAE teacher's stand-in.",
+            "- License: Apache-2.0 (our weights and code); the embedded tiny autoencoder is MIT.", ""]
+
+
+def card_training(fam: LatentFamily, meta: dict[str, Any], judged: str, hardware: str) -> list[str]:
+    """The card's training section: the command, the loss (from the loss registry), the data, steps and time."""
+    cfg = meta.get("config", {})
+    return ["## Training", "",
+            f"- Recipe: `python -m lua_core.train.finetune --family {fam.name} --init <previous adapter> "
+            f"--out .cache/ft/{fam.name} --seconds <budget>"
+            + (" --set teacher='\"vae\"'" if judged == "lua_vae" else "")
+            + "` (resume: the same command; state in `<out>/state.pt`; on a GPU: `scripts/train_device.sh`). "
+            + origin_text(meta),
+            f"- Loss: {recipe_formula(resumed_config(cfg, {}))} on a decoded latent window "
+            f"({cfg.get('window')} latent px, {cfg.get('margin')} px margin left out) against the true pixels; "
+            f"batch {cfg.get('batch')}, Adam lr {cfg.get('lr')}, EMA {cfg.get('ema_decay')}, heads alternate; "
+            f"LR latents {cfg.get('lr_sizes_x2')} (x2) and {cfg.get('lr_sizes_x4')} (x4) px; fresh crops of the "
+            "training photographs (never the held-out ones), random 0.5-1x zoom, flips and rotations."
+            + (" The teacher in training is the VAE teacher's stand-in: the tiny encoder of the bicubic-upscaled "
+               "true LR image." if judged == "lua_vae" else ""),
+            f"- Steps: {meta.get('steps')}; compute time {round((meta.get('seconds') or 0) / 60, 1)} min of step time "
+            f"(validation excluded). Hardware: {hardware}.", ""]
+
+
+def card_curve(meta: dict[str, Any]) -> list[str]:
+    """The card's learning-curve table (the in-run validations)."""
+    sets = meta.get("curve_sets") or []
+    lines = [f"### Learning curve (in-run validation: {validation_text(meta.get('config', {}))}; PSNR gain over the "
+             "user's route and perceptual ratios to it)", "",
+             "| step | minutes | score | " + " | ".join(f"{k} dPSNR / LPIPS (/ DISTS)" for k in sets) + " |",
+             "|---:|---:|---:|" + "---|" * len(sets)]
     for h in meta.get("learning_curve_full", []):
         cells = [" / ".join([f"{r['d_psnr']:+.2f}"] + [f"{r[k]:.2f}" for k in ("lpips_ratio", "dists_ratio") if k in r])
                  for r in h["sets"].values()]
         lines.append(f"| {h['step']} | {h['seconds'] / 60:.1f} | {h['score']:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", "## Evaluation", "",
-              "HR -> bicubic (anti-aliased) LR -> encode -> upscale -> decode, against the HR image; centre crops, "
-              f"decoded with `{fam.tae_name}` at the target size. The user's route is VAE Decode -> Upscale Image "
-              "with a near-lossless VAE (the true LR image, bicubic), passed once through the same tiny autoencoder "
-              "at the target size so that only the upscale differs; LUA + VAE input gets the same stand-in. Gap "
-              "closed: (LUA - latent bicubic) / (user's route - latent bicubic).", ""]
+    return lines
+
+
+def card_evaluation(fam: LatentFamily, results: dict[str, dict], figs: dict[str, dict], commands: dict[str, str],
+                    judged: str) -> list[str]:
+    """The card's evaluation section: the protocol, then per image set its command, environment and table."""
+    lines = ["", "## Evaluation", "",
+             "HR -> bicubic (anti-aliased) LR -> encode -> upscale -> decode, against the HR image; centre crops, "
+             f"decoded with `{fam.tae_name}` at the target size. The user's route is VAE Decode -> Upscale Image "
+             "with a near-lossless VAE (the true LR image, bicubic), passed once through the same tiny autoencoder "
+             "at the target size so that only the upscale differs; LUA + VAE input gets the same stand-in. Gap "
+             "closed: (LUA - latent bicubic) / (user's route - latent bicubic).", ""]
     for name, result in results.items():
         imgs = result["images"]
         env = result.get("environment", {})
@@ -238,7 +251,7 @@ def model_card(entry: ManifestEntry, meta: dict[str, Any], results: dict[str, di
         closed = [f"{k} PSNR {r.get(f'{judged}_gap_closed_psnr')}, LPIPS {r.get(f'{judged}_gap_closed_lpips')}"
                   for k, r in figs[name].items()]
         lines += ["Gap closed by " + PATH_LABELS[judged].strip("*") + ": " + "; ".join(closed) + ".", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def validation_text(cfg: dict[str, Any]) -> str:
@@ -307,7 +320,7 @@ def _curve(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line)["val"] for line in path.read_text().splitlines() if '"val"' in line]
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", required=True)
     p.add_argument("--checkpoint", required=True, type=Path)
@@ -321,76 +334,107 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--prior-metrics", type=Path, help="metrics.jsonl of an earlier stint that this run continued "
                                                        "from its last validated step (its curve is shown first)")
     p.add_argument("--note", default="", help="markdown appended to the card (e.g. what the file replaces)")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    fam, name, model, digest = open_adapter(a.family, a.checkpoint)
-    results, figs, commands = {}, {}, {}
-    reports = [("holdout", a.eval_holdout), ("val", a.eval_val)]
-    reports += [("val_enlarged", [a.eval_val_enlarged])] if a.eval_val_enlarged else []
-    for key, paths in reports:
-        loaded = []
-        for i, path in enumerate(paths):
-            report = json.loads(path.read_text())
-            found = (report.get("checkpoint") or {}).get("sha256")
-            if found != digest:
-                if i == 0:
-                    raise SystemExit(f"{path} evaluated another file (sha256 {found}, this is {digest})")
-                report = baseline_rows(report)  # another file's report lends only the rows that do not depend on it
-            loaded.append(report)
-        try:
-            result = merged_reports(loaded)
-        except ValueError as exc:
-            raise SystemExit(f"{', '.join(map(str, paths))}: {exc}") from None
-        path = paths[0]
-        missing = [q for q in REQUIRED + (("lua_vae",) if model.teacher == "vae" else ()) if q not in result["paths"]]
-        if missing:
-            raise SystemExit(f"{path} lacks the paths {missing}")
-        results[key], figs[key] = result, figures(result)
-        commands[key] = eval_command(name, key, result)
-    judged = judged_path(model.teacher)
-    misses = [f"{k} {m}" for k in ("holdout", "val") for m in bar_misses(figs[k], judged)]
-    status = "release" if not misses else "preview"
+
+def load_report_set(paths: list[Path], digest: str, judged: str) -> dict[str, Any]:
+    """One image set's evaluation: the reports of ``paths`` merged (the first must be of this file, sha256
+    ``digest``; another file's report lends only its baseline rows), with the paths the bar needs."""
+    loaded = []
+    for i, path in enumerate(paths):
+        report = json.loads(path.read_text())
+        found = (report.get("checkpoint") or {}).get("sha256")
+        if found != digest:
+            if i == 0:
+                raise SystemExit(f"{path} evaluated another file (sha256 {found}, this is {digest})")
+            report = baseline_rows(report)
+        loaded.append(report)
+    try:
+        result = merged_reports(loaded)
+    except ValueError as exc:
+        raise SystemExit(f"{', '.join(map(str, paths))}: {exc}") from None
+    missing = [q for q in dict.fromkeys(REQUIRED + (judged,)) if q not in result["paths"]]
+    if missing:
+        raise SystemExit(f"{paths[0]} lacks the paths {missing}")
+    return result
+
+
+def set_misses(figs: dict[str, dict], path: str) -> list[str]:
+    """The ship-bar misses of ``path`` on the judged sets (held-out and val), each prefixed by its set."""
+    return [f"{k} {m}" for k in ("holdout", "val") for m in bar_misses(figs[k], path)]
+
+
+def run_summary(model: Any, checkpoint: Path, prior_metrics: Optional[Path]) -> dict[str, Any]:
+    """The checkpoint's training summary, its learned gain, and the full learning curve of its run folder
+    (an earlier stint's first, its steps and time counted)."""
     meta = dict(model.training_summary or {})
     meta["gain"] = round(float(model.net.skip.gain), 4) if getattr(model.net, "skip", None) is not None else None
-    run_metrics = a.checkpoint.parent / "metrics.jsonl"
-    if run_metrics.is_file():
-        full = [v for v in _curve(run_metrics) if v["step"] <= meta.get("steps", 10 ** 9)]
-        if a.prior_metrics:  # an earlier stint this run continued: its curve first, its steps and time counted
-            prior = _curve(a.prior_metrics)
-            step0, sec0 = prior[-1]["step"], prior[-1]["seconds"]
-            full = prior + [{**v, "step": v["step"] + step0, "seconds": v["seconds"] + sec0} for v in full if v["step"]]
-            meta["steps"] = (meta.get("steps") or 0) + step0
-            meta["seconds"] = (meta.get("seconds") or 0) + sec0
-        meta["learning_curve_full"] = full
-        meta["curve_sets"] = list(full[0]["sets"]) if full else []
-    dest = REPO / "weights" / name
-    tmp = dest.with_suffix(".part")
-    shutil.copyfile(a.checkpoint, tmp)
-    card_rel = f"weights/{name[:-len('.safetensors')]}.md"
+    run_metrics = checkpoint.parent / "metrics.jsonl"
+    if not run_metrics.is_file():
+        return meta
+    full = [v for v in _curve(run_metrics) if v["step"] <= meta.get("steps", 10 ** 9)]
+    if prior_metrics:
+        prior = _curve(prior_metrics)
+        step0, sec0 = prior[-1]["step"], prior[-1]["seconds"]
+        full = prior + [{**v, "step": v["step"] + step0, "seconds": v["seconds"] + sec0} for v in full if v["step"]]
+        meta["steps"] = (meta.get("steps") or 0) + step0
+        meta["seconds"] = (meta.get("seconds") or 0) + sec0
+    meta["learning_curve_full"] = full
+    meta["curve_sets"] = list(full[0]["sets"]) if full else []
+    return meta
+
+
+def manifest_training(meta: dict[str, Any], fam: LatentFamily, model: Any, judged: str, hardware: str,
+                      figs: dict[str, dict], commands: dict[str, str], misses: list[str]) -> dict[str, Any]:
+    """The manifest entry's ``training`` record: recipe, steps, time, hardware, config, evaluation, bar misses."""
     evaluation = {"command": commands["holdout"], **figs["holdout"],
                   **{k: {"command": commands[k], **figs[k]} for k in figs if k != "holdout"}}
     training = {"recipe": ["python -m lua_core.train.finetune"], "steps": meta.get("steps"),
-                "step_minutes": round((meta.get("seconds") or 0) / 60, 1), "hardware": a.hardware,
+                "step_minutes": round((meta.get("seconds") or 0) / 60, 1), "hardware": hardware,
                 "autoencoder": fam.tae_name, "config": meta.get("config"), "teacher": model.teacher,
                 "evaluation": evaluation, "ship_bar_misses": misses}
     if judged == "lua_vae":
-        training["without_vae"] = {"status": "preview" if any(bar_misses(figs[k], "lua") for k in ("holdout", "val"))
-                                   else "release",
-                                   "ship_bar_misses": [f"{k} {m}" for k in ("holdout", "val")
-                                                       for m in bar_misses(figs[k], "lua")]}
+        without = set_misses(figs, "lua")
+        training["without_vae"] = {"status": "preview" if without else "release", "ship_bar_misses": without}
+    return training
+
+
+def manifest_description(status: str, fam: LatentFamily, judged: str, figs: dict[str, dict], card_rel: str) -> str:
+    """The manifest entry's one-paragraph description: status and the held-out figures against the user's route."""
     r2, r4 = figs["holdout"].get("x2", {}), figs["holdout"].get("x4", {})
     mode = " with the VAE input (without it: preview)" if judged == "lua_vae" else ""
-    desc = (f"{status.upper()}{mode}: {fam.label} light adapter (x2/x4). Held-out photographs, 512 px, against the "
+    return (f"{status.upper()}{mode}: {fam.label} light adapter (x2/x4). Held-out photographs, 512 px, against the "
             f"user's route (VAE Decode + Upscale Image): x2 {r2.get(f'{judged}_psnr') or 0:.2f} dB / LPIPS "
             f"{r2.get(f'{judged}_lpips') or 0:.3f} vs {r2.get(f'{ROUTE}_psnr') or 0:.2f} / "
             f"{r2.get(f'{ROUTE}_lpips') or 0:.3f}; x4 {r4.get(f'{judged}_psnr') or 0:.2f} / "
             f"{r4.get(f'{judged}_lpips') or 0:.3f} vs {r4.get(f'{ROUTE}_psnr') or 0:.2f} / "
             f"{r4.get(f'{ROUTE}_lpips') or 0:.3f}. See {card_rel}.")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    a = parse_args(argv)
+    fam, name, model, digest = open_adapter(a.family, a.checkpoint)
+    judged = judged_path(model.teacher)  # the one decision: the card and the manifest follow it
+    reports = [("holdout", a.eval_holdout), ("val", a.eval_val)]
+    reports += [("val_enlarged", [a.eval_val_enlarged])] if a.eval_val_enlarged else []
+    results = {key: load_report_set(paths, digest, judged) for key, paths in reports}
+    figs = {key: figures(result) for key, result in results.items()}
+    commands = {key: eval_command(name, key, result) for key, result in results.items()}
+    misses = set_misses(figs, judged)
+    status = "release" if not misses else "preview"
+    meta = run_summary(model, a.checkpoint, a.prior_metrics)
+
+    dest = REPO / "weights" / name
+    tmp = dest.with_suffix(".part")
+    shutil.copyfile(a.checkpoint, tmp)
+    card_rel = f"weights/{name[:-len('.safetensors')]}.md"
     entry = ManifestEntry(name=name, filename=name, family=fam.name, scales=tuple(sorted(model.scales)), config="light",
                           size=tmp.stat().st_size, sha256=digest, url=None, bundled=f"weights/{name}",
                           license="Apache-2.0", source=f"ComfyUI-LUA: python -m lua_core.train.finetune, {a.hardware}",
-                          description=desc, status=status, training=training, model_card=card_rel)
-    card = model_card(entry, meta, results, figs, misses, a.hardware, commands, model.net.num_parameters())
+                          description=manifest_description(status, fam, judged, figs, card_rel), status=status,
+                          training=manifest_training(meta, fam, model, judged, a.hardware, figs, commands, misses),
+                          model_card=card_rel)
+    card = model_card(entry, meta, judged, results, figs, misses, a.hardware, commands, model.net.num_parameters())
     if a.note:
         card += "\n" + a.note.strip() + "\n"
     manifest = with_entry(entry)  # validated before anything is written

@@ -17,11 +17,7 @@ from ..families import LatentFamily, get_family
 from ..locations import cache_dir, expand_path
 from ..model.config import LUAConfig, preset
 from ..vae_backends import VAEConfig
-
-LOSS_TERMS = ("latent_l1", "latent_fft", "teacher_l1", "teacher_fft", "pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft",
-              "eagle", "lpips")
-TEACHER_TERMS = ("teacher_l1", "teacher_fft")
-PIXEL_TERMS = ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle", "lpips")
+from .loss_registry import PIXELS, REGISTRY, TEACHER, TermOptions, terms_needing, unknown_terms
 
 
 @dataclass
@@ -38,24 +34,24 @@ class StageConfig:
     milestones: tuple[float, ...] = (0.5, 0.75, 0.9)   # fractions of the stage
     gamma: float = 0.5
     both_heads_frac: float = 0.75           # supervise every head for this fraction of the stage, then one at random
-    weights: dict[str, float] = field(default_factory=lambda: {"latent_l1": 1.0, "latent_fft": 0.1})
+    weights: dict[str, float] = field(default_factory=lambda: {"latent_l1": 1.0, "latent_fft": 0.1})  # loss_registry terms
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.milestones = tuple(float(m) for m in self.milestones)
-        unknown = sorted(set(self.weights) - set(LOSS_TERMS))
+        unknown = unknown_terms(self.weights)
         if unknown:
-            raise ValueError(f"stage {self.name!r}: unknown loss terms {unknown}; known: {list(LOSS_TERMS)}")
+            raise ValueError(f"stage {self.name!r}: unknown loss terms {unknown}; known: {list(REGISTRY)}")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError(f"stage {self.name!r}: steps must be >= 0 and batch_size >= 1")
 
     @property
     def needs_pixels(self) -> bool:
-        return any(self.weights.get(k, 0.0) for k in PIXEL_TERMS)
+        return any(self.weights.get(k, 0.0) for k in terms_needing(PIXELS))
 
     @property
     def needs_teacher(self) -> bool:
-        return any(self.weights.get(k, 0.0) for k in TEACHER_TERMS)
+        return any(self.weights.get(k, 0.0) for k in terms_needing(TEACHER))
 
 
 @dataclass
@@ -95,6 +91,12 @@ class LossConfig:
         if self.down_factor and str(scale) in self.down_factor:
             return int(self.down_factor[str(scale)])
         return int(scale)
+
+    def term_options(self, scale: int) -> TermOptions:
+        """The loss terms' settings for the head ``scale``."""
+        return TermOptions(fft_norm=self.fft_norm, hf_sigma=self.hf_sigma, hf_kernel=self.hf_kernel,
+                           down_factor=self.down_for(scale), eagle_patch=self.eagle_patch,
+                           eagle_cutoff=self.eagle_cutoff)
 
 
 @dataclass

@@ -4,7 +4,8 @@ Each step draws fresh crops from the training photographs, makes the LR latent w
 family's tiny autoencoder, upscales it with one head (x2 and x4 alternate), decodes a random
 window of the prediction with the frozen decoder (a margin around the scored centre keeps the
 border effects of a window out of the loss) and compares it with the true pixels:
-``l1 x L1 + fft x FFT-L1 + lpips x LPIPS(AlexNet)``.  The residual sits on the network's own teacher
+``l1 x L1 + fft x FFT-L1 + lpips x LPIPS(AlexNet)``, the registry's ``pix_l1``, ``pix_fft`` and ``lpips`` terms
+(:mod:`.loss_registry`, :data:`CONFIG_WEIGHTS`).  The residual sits on the network's own teacher
 (``teacher="tae"``) or on the stand-in of the user's VAE teacher (``teacher="vae"``: the tiny encoder of the
 bicubic-upscaled true LR image; LUA Latent Upscale's ``vae`` input).  The EMA of the weights is validated
 every ``val_every`` steps (PSNR, LPIPS, DISTS against the user's route on fixed crops) and the best is
@@ -44,7 +45,7 @@ from ..vae_backends import load_vae
 from .config import apply_sets
 from .crop_pool import PhotoPool
 from .ema import EMA
-from .losses import fft_l1
+from .loss_registry import HeadOutputs, loss_formula, weighted_loss
 from .warm_start import transfer_init
 
 
@@ -102,9 +103,19 @@ def lpips_weight(cfg: FinetuneConfig, scale: int) -> float:
     return cfg.lpips
 
 
+# the config fields that weigh the recipe's terms, and the loss_registry term each weighs
+CONFIG_WEIGHTS = {"l1": "pix_l1", "fft": "pix_fft", "lpips": "lpips"}
+
+
 def term_weights(cfg: FinetuneConfig, scale: int) -> dict[str, float]:
-    """The weight of each of :func:`loss_terms` for one head."""
-    return {"l1": cfg.l1, "fft": cfg.fft, "lpips": lpips_weight(cfg, scale)}
+    """The weight of each registry term of the recipe for one head (``lpips_x2`` applied)."""
+    return {term: lpips_weight(cfg, scale) if field == "lpips" else getattr(cfg, field)
+            for field, term in CONFIG_WEIGHTS.items()}
+
+
+def recipe_formula(cfg: FinetuneConfig, scales: Sequence[int] = (2, 4)) -> str:
+    """The recipe's loss as a model card writes it (from the registry), e.g. ``10.0 x L1 + 1.0 x FFT-L1 + ...``."""
+    return loss_formula({s: term_weights(cfg, s) for s in scales})
 
 
 def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dict[str, Any]]:
@@ -159,14 +170,6 @@ def decoded_window(net: LUANet, tae, pool: PhotoPool, cfg: FinetuneConfig, rng: 
     img = img[..., 8 * m:8 * (win - m), 8 * m:8 * (win - m)]
     ref = hr[..., 8 * (top + m):8 * (top + win - m), 8 * (left + m):8 * (left + win - m)]
     return img, ref
-
-
-def loss_terms(img: torch.Tensor, ref: torch.Tensor, lpips: Optional[LPIPS]) -> dict[str, torch.Tensor]:
-    """The fine-tune's unweighted loss terms: L1, FFT-L1 and (when given) LPIPS."""
-    terms = {"l1": (img - ref).abs().mean(), "fft": fft_l1(img, ref)}
-    if lpips is not None:
-        terms["lpips"] = lpips(img, ref).mean()
-    return terms
 
 
 class Validator:
@@ -309,9 +312,8 @@ class Finetuner:
         rng = random.Random(f"{cfg.seed}:{step}")
         scale = self.net.scales[step % len(self.net.scales)]
         img, ref = decoded_window(self.net, self.tae, self.pool, cfg, rng, scale)
-        terms = loss_terms(img, ref, self.lpips)
-        weights = term_weights(cfg, scale)
-        loss = sum(weights[k] * v for k, v in terms.items())
+        loss, terms = weighted_loss(term_weights(cfg, scale), HeadOutputs(pred_img=img, target_img=ref,
+                                                                          lpips_fn=self.lpips))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)

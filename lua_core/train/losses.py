@@ -1,12 +1,12 @@
-"""Loss terms of the three-stage curriculum (latent, joint latent-pixel, edge-aware pixel).
+"""The math of the training loss terms (L1, FFT-L1, downsampled and high-pass L1, EAGLE).
 
 All functions take ``(B, C, H, W)`` tensors and return a scalar (mean over
-elements); they compute in float32 whatever the input dtype.
+elements); they compute in float32 whatever the input dtype.  The terms a config can
+weigh, and the weighted sum both trainers use, are in :mod:`.loss_registry`.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -110,59 +110,3 @@ def eagle_loss(a: torch.Tensor, b: torch.Tensor, patch: int = 3, cutoff: float =
     for da, db in zip(ga, gb):
         total = total + eagle_from_maps(patch_variance(da, patch), patch_variance(db, patch), cutoff)
     return total
-
-
-def stage_loss(weights: Mapping[str, float], pred_lat: torch.Tensor, target_lat: torch.Tensor,
-               pred_img: Optional[torch.Tensor], target_img: Optional[torch.Tensor], *, scale: int,
-               teacher_lat: Optional[torch.Tensor] = None,
-               lpips_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
-               down_factor: int, fft_norm: str = "ortho", hf_sigma: float = 1.0, hf_kernel: int = 5,
-               eagle_patch: int = 3, eagle_cutoff: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the configured terms for one head; returns ``(loss, {term: value})``.
-
-    Latents are compared in whatever space the caller passes (the trainer uses
-    the normalised space by default).  Image terms need ``pred_img``/``target_img``;
-    ``teacher_*`` terms need ``teacher_lat`` (see :mod:`.teacher`); ``lpips`` needs ``lpips_fn``
-    (``lua_core.metrics.perceptual.LPIPS``: frozen AlexNet LPIPS, differentiable in its first input).
-    """
-    terms: dict[str, torch.Tensor] = {}
-    w = {k: float(v) for k, v in weights.items() if v}
-    if "latent_l1" in w:
-        terms["latent_l1"] = l1(pred_lat, target_lat)
-    if "latent_fft" in w:
-        terms["latent_fft"] = fft_l1(pred_lat, target_lat, fft_norm)
-    if any(k in w for k in ("teacher_l1", "teacher_fft")):
-        if teacher_lat is None:
-            raise ValueError("teacher loss terms need teacher latents")
-        if "teacher_l1" in w:
-            terms["teacher_l1"] = l1(pred_lat, teacher_lat)
-        if "teacher_fft" in w:
-            terms["teacher_fft"] = fft_l1(pred_lat, teacher_lat, fft_norm)
-    if any(k in w for k in ("pix_down_l1", "pix_hf_l1", "pix_l1", "pix_fft", "eagle", "lpips")):
-        if pred_img is None or target_img is None:
-            raise ValueError("pixel loss terms need decoded and target images")
-        if "pix_down_l1" in w:
-            terms["pix_down_l1"] = down_l1(pred_img, target_img, down_factor)
-        if "pix_hf_l1" in w:
-            terms["pix_hf_l1"] = high_freq_l1(pred_img, target_img, hf_sigma, hf_kernel)
-        if "pix_l1" in w:
-            terms["pix_l1"] = l1(pred_img, target_img)
-        if "pix_fft" in w:
-            terms["pix_fft"] = fft_l1(pred_img, target_img, fft_norm)
-        if "eagle" in w:
-            terms["eagle"] = eagle_loss(pred_img, target_img, eagle_patch, eagle_cutoff)
-        if "lpips" in w:
-            if lpips_fn is None:
-                raise ValueError("the lpips loss term needs the LPIPS network (run `python -m lua_core.metrics.fetch`)")
-            terms["lpips"] = lpips_fn(pred_img, target_img).mean()
-    total = sum(w[k] * v for k, v in terms.items())
-    if not terms:
-        raise ValueError("a stage needs at least one loss term with a non-zero weight")
-    return total, {k: float(v.detach()) for k, v in terms.items()}
-
-
-def gaussian_center_weight(sigma: float = 1.0, size: int = 5) -> float:
-    """The centre tap of the normalised 1-D Gaussian (for hand checks)."""
-    r = [i - (size - 1) / 2 for i in range(size)]
-    e = [math.exp(-(x * x) / (2 * sigma * sigma)) for x in r]
-    return e[size // 2] / sum(e)

@@ -21,11 +21,11 @@ from ..toolkit.images import bicubic_down, list_images
 from ..toolkit.photo_sets import pick_val_images
 from ..vae_backends import VAEBackend, load_vae
 from . import ddp
-from .config import TrainConfig
+from .config import StageConfig, TrainConfig
 from .data import LatentCache, PairMaker, SampleSource, batch_indices, progress_bar, rank_slice, sample_generator, subcrop
 from .ema import EMA
-from .losses import stage_loss
-from .metrics import MetricsLog, plot_losses
+from .loss_registry import HeadOutputs, weighted_loss
+from .run_log import MetricsLog, plot_losses
 from .schedule import choose_heads, make_optimizer
 from .teacher import cached_teacher_latents, teacher_latents
 from .validate import Validator
@@ -63,6 +63,25 @@ def _autocast(device: torch.device, amp: str):
     if not use:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class _Interval:
+    """The losses and samples of the steps since the last train record."""
+
+    def __init__(self) -> None:
+        self.reset(time.perf_counter())
+
+    def reset(self, now: float) -> None:
+        self.loss_sum, self.steps, self.samples, self.start = 0.0, 0, 0, now
+
+    def add(self, loss: float, samples: int) -> None:
+        self.loss_sum, self.steps, self.samples = self.loss_sum + loss, self.steps + 1, self.samples + samples
+
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.steps
+
+    def samples_per_s(self, now: float) -> float:
+        return self.samples / max(1e-9, now - self.start)
 
 
 class Trainer:
@@ -282,16 +301,14 @@ class Trainer:
                     img = self.vae.decode_raw(pred)  # differentiable through the frozen decoder
                 img = img.float()
                 hr = bicubic_down(batch["pix"].to(self.device).float() / 255, m // s)
-            lc = cfg.loss
-            teach = self.normalize(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None
-            lpips_fn = self.lpips_network() if st.weights.get("lpips") else None
-            loss_s, t = stage_loss(st.weights, self.normalize(pred), self.normalize(tgt), img, hr, scale=s,
-                                   teacher_lat=teach, lpips_fn=lpips_fn,
-                                   down_factor=lc.down_for(s), fft_norm=lc.fft_norm, hf_sigma=lc.hf_sigma,
-                                   hf_kernel=lc.hf_kernel, eagle_patch=lc.eagle_patch, eagle_cutoff=lc.eagle_cutoff)
+            outputs = HeadOutputs(
+                pred_lat=self.normalize(pred), target_lat=self.normalize(tgt), pred_img=img, target_img=hr,
+                teacher_lat=self.normalize(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None,
+                lpips_fn=self.lpips_network() if st.weights.get("lpips") else None)
+            loss_s, values = weighted_loss(st.weights, outputs, cfg.loss.term_options(s))
             total = total + loss_s / len(heads)
-            for k, v in t.items():
-                terms[f"term/x{s}/{k}"] = v
+            for k, v in values.items():
+                terms[f"term/x{s}/{k}"] = float(v.detach())
         opt.zero_grad(set_to_none=True)
         total.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else None
@@ -305,92 +322,125 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def fit(self, resume: bool = False, max_steps: Optional[int] = None) -> dict[str, Any]:
         """Run (or continue) the curriculum; returns a summary (losses of this invocation, validation, export path)."""
-        cfg = self.cfg
         resumed = self.load_state() if resume else False
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=str))
-            if resumed:
-                self.metrics.truncate_after(self.global_step)
-            elif self.metrics.path.exists():
-                self.metrics.path.unlink()
+        self.open_run_folder(resumed)
         self.prepare_data()
         if not resumed and self.global_step == 0:
             self.validate("init")
         losses: list[tuple[int, float]] = []
         stopped = False
-        ck = cfg.checkpoint
-        while self.stage_idx < len(cfg.stages):
-            si = self.stage_idx
-            st = cfg.stages[si]
-            opt, sched = make_optimizer(self.net.parameters(), st)
-            if self.pending_opt is not None:
-                opt.load_state_dict(self.pending_opt["opt"])
-                sched.load_state_dict(self.pending_opt["sched"])
-                self.pending_opt = None
-            if self.stage_step == 0:
-                self.log(f"stage {si + 1}/{len(cfg.stages)} '{st.name}': {st.steps} steps, batch {st.batch_size}, "
-                         f"crop {st.crop or cfg.data.crop}, weights {st.weights}")
-            bar = None
-            if self.show_progress and st.steps:
-                bar = progress_bar(st.steps, f"stage {st.name}", initial=self.stage_step)
-            tp = self.throughput.setdefault(st.name, {"samples": 0.0, "seconds": 0.0})
-            acc, acc_n = 0.0, 0
-            t_int, n_int = time.perf_counter(), 0
-            while self.stage_step < st.steps:
-                if max_steps is not None and self.global_step >= max_steps:
-                    stopped = True
-                    break
-                t0 = time.perf_counter()
-                loss, terms, heads = self.train_step(si, opt, sched)
-                dt = time.perf_counter() - t0
-                tp["samples"] += st.batch_size
-                tp["seconds"] += dt
-                self.stage_step += 1
-                self.global_step += 1
-                losses.append((self.global_step, loss))
-                acc, acc_n, n_int = acc + loss, acc_n + 1, n_int + st.batch_size
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at step {self.global_step} (stage {st.name})")
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                if self.stage_step % max(1, ck.log_every) == 0 or self.stage_step == st.steps:
-                    mean_loss = ddp.mean_scalar(acc / acc_n, self.dist)
-                    now = time.perf_counter()
-                    rec = {"kind": "train", "step": self.global_step, "stage": si, "stage_name": st.name,
-                           "stage_step": self.stage_step, "loss": mean_loss, "last_loss": loss,
-                           "lr": opt.param_groups[0]["lr"], "heads": list(heads),
-                           "samples_per_s": n_int / max(1e-9, now - t_int), **terms}
-                    self.metrics.write(rec)
-                    acc, acc_n, t_int, n_int = 0.0, 0, now, 0
-                if ck.val_every and self.global_step % ck.val_every == 0 and self.stage_step < st.steps:
-                    self.validate(f"{st.name}@{self.stage_step}")
-                if ck.every and self.global_step % ck.every == 0 and self.stage_step < st.steps:
-                    self.save_state(opt, sched)
-            if bar is not None:
-                bar.close()
-            if stopped:
-                self.save_state(opt, sched)
-                self.log(f"stopped at global step {self.global_step} (--max-steps); continue with --resume")
-                break
-            # stage finished: the state points at the start of the next stage (a fresh optimizer)
-            self.stage_idx, self.stage_step = si + 1, 0
-            self.validate(f"end:{st.name}")
-            self.save_state(None, None, extra_name=f"stage{si + 1}_{st.name}.pt")
+        while self.stage_idx < len(self.cfg.stages) and not stopped:
+            stopped = self.run_stage(self.stage_idx, losses, max_steps)
         summary: dict[str, Any] = {"losses": losses, "global_step": self.global_step, "finished": not stopped,
                                    "throughput": self.throughput_summary(), "val": self.val_history}
         if not stopped and self.is_main:
             summary["export"] = str(self.export())
-        if self.is_main:
-            try:
-                summary["plots"] = [str(p) for p in plot_losses(self.metrics.records(), self.out / "losses")]
-                if not any(str(p).endswith(".png") for p in summary["plots"]):
-                    self.log("matplotlib not installed: wrote the SVG loss plot only")
-            except Exception as exc:  # a plot must never fail a run
-                self.log(f"loss plot skipped: {exc}")
+        plots = self.plot() if self.is_main else None
+        if plots is not None:
+            summary["plots"] = plots
         ddp.barrier(self.dist)
         return summary
+
+    def open_run_folder(self, resumed: bool) -> None:
+        """Write the config; keep the log up to the resumed step, or start it afresh."""
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1, default=str))
+        if resumed:
+            self.metrics.truncate_after(self.global_step)
+        elif self.metrics.path.exists():
+            self.metrics.path.unlink()
+
+    def stage_optimizer(self, st: StageConfig) -> tuple[Any, Any]:
+        """A stage's optimizer and schedule, with the resumed state when there is one."""
+        opt, sched = make_optimizer(self.net.parameters(), st)
+        if self.pending_opt is not None:
+            opt.load_state_dict(self.pending_opt["opt"])
+            sched.load_state_dict(self.pending_opt["sched"])
+            self.pending_opt = None
+        return opt, sched
+
+    def run_stage(self, si: int, losses: list[tuple[int, float]], max_steps: Optional[int]) -> bool:
+        """Train stage ``si`` from ``stage_step`` to its end (then validate and save) or until ``max_steps``
+        global steps (then save to resume); appends each step's loss to ``losses``; returns whether it stopped."""
+        cfg, st = self.cfg, self.cfg.stages[si]
+        opt, sched = self.stage_optimizer(st)
+        if self.stage_step == 0:
+            self.log(f"stage {si + 1}/{len(cfg.stages)} '{st.name}': {st.steps} steps, batch {st.batch_size}, "
+                     f"crop {st.crop or cfg.data.crop}, weights {st.weights}")
+        bar = progress_bar(st.steps, f"stage {st.name}", initial=self.stage_step) if self.show_progress and st.steps else None
+        tp = self.throughput.setdefault(st.name, {"samples": 0.0, "seconds": 0.0})
+        interval = _Interval()
+        stopped = False
+        while self.stage_step < st.steps:
+            if max_steps is not None and self.global_step >= max_steps:
+                stopped = True
+                break
+            loss, terms, heads = self.counted_step(si, opt, sched, tp)
+            losses.append((self.global_step, loss))
+            interval.add(loss, st.batch_size)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {self.global_step} (stage {st.name})")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+            if self.stage_step % max(1, cfg.checkpoint.log_every) == 0 or self.stage_step == st.steps:
+                self.log_train(si, loss, terms, heads, opt, interval)
+            self.mid_stage_checkpoints(st, opt, sched)
+        if bar is not None:
+            bar.close()
+        if stopped:
+            self.save_state(opt, sched)
+            self.log(f"stopped at global step {self.global_step} (--max-steps); continue with --resume")
+            return True
+        # stage finished: the state points at the start of the next stage (a fresh optimizer)
+        self.stage_idx, self.stage_step = si + 1, 0
+        self.validate(f"end:{st.name}")
+        self.save_state(None, None, extra_name=f"stage{si + 1}_{st.name}.pt")
+        return False
+
+    def counted_step(self, si: int, opt, sched, tp: dict[str, float]) -> tuple[float, dict[str, float], tuple[int, ...]]:
+        """One training step, counted: the step counters and the stage's throughput ``tp`` (samples, seconds)."""
+        st = self.cfg.stages[si]
+        t0 = time.perf_counter()
+        out = self.train_step(si, opt, sched)
+        tp["samples"] += st.batch_size
+        tp["seconds"] += time.perf_counter() - t0
+        self.stage_step += 1
+        self.global_step += 1
+        return out
+
+    def log_train(self, si: int, loss: float, terms: dict[str, float], heads: tuple[int, ...], opt,
+                  interval: _Interval) -> None:
+        """Write a train record: the interval's mean loss (over ranks), the last step's terms, the throughput."""
+        st = self.cfg.stages[si]
+        now = time.perf_counter()
+        rec = {"kind": "train", "step": self.global_step, "stage": si, "stage_name": st.name,
+               "stage_step": self.stage_step, "loss": ddp.mean_scalar(interval.mean_loss(), self.dist),
+               "last_loss": loss, "lr": opt.param_groups[0]["lr"], "heads": list(heads),
+               "samples_per_s": interval.samples_per_s(now), **terms}
+        self.metrics.write(rec)
+        interval.reset(now)
+
+    def mid_stage_checkpoints(self, st: StageConfig, opt, sched) -> None:
+        """Validate and save the training state on their periods (a stage's end does both anyway)."""
+        ck = self.cfg.checkpoint
+        if ck.val_every and self.global_step % ck.val_every == 0 and self.stage_step < st.steps:
+            self.validate(f"{st.name}@{self.stage_step}")
+        if ck.every and self.global_step % ck.every == 0 and self.stage_step < st.steps:
+            self.save_state(opt, sched)
+
+    def plot(self) -> Optional[list[str]]:
+        """The loss plots of the run; ``None`` when plotting failed (a plot must never fail a run: it is logged)."""
+        try:
+            plots = [str(p) for p in plot_losses(self.metrics.records(), self.out / "losses")]
+        except Exception as exc:
+            self.log(f"loss plot skipped: {exc}")
+            return None
+        if not any(p.endswith(".png") for p in plots):
+            self.log("matplotlib not installed: wrote the SVG loss plot only")
+        return plots
 
     def throughput_summary(self) -> dict[str, float]:
         return {k: round(v["samples"] / v["seconds"], 3) for k, v in self.throughput.items() if v.get("seconds")}

@@ -22,9 +22,10 @@ def test_grad_norm_is_the_norm_over_all_parameters():
 
 
 def test_report_shares_and_matching_weight():
-    norms = {2: {"l1": [0.2, 0.4], "fft": [0.05, 0.05], "lpips": [0.1, 0.1], "eagle_unit": [10.0, 30.0]},
-             4: {"l1": [1.0], "fft": [0.0], "lpips": [0.5], "eagle_unit": [5.0]}}
+    norms = {2: {"pix_l1": [0.2, 0.4], "pix_fft": [0.05, 0.05], "lpips": [0.1, 0.1], "eagle": [10.0, 30.0]},
+             4: {"pix_l1": [1.0], "pix_fft": [0.0], "lpips": [0.5], "eagle": [5.0]}}
     rows = report(norms).splitlines()
+    assert rows[0].startswith("| head | L1 | FFT-L1 | LPIPS(AlexNet) | EAGLE x 5e-5 |")  # the registry's labels
     assert len(rows) == 4 and rows[2].startswith("| x2 ") and rows[3].startswith("| x4 ")
     eagle2 = RECIPE_EAGLE * 20.0
     share2 = 100 * eagle2 / (0.3 + 0.05 + 0.1 + eagle2)

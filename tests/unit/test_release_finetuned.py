@@ -1,13 +1,13 @@
 """The ship bar of scripts/release_finetuned.py, on made-up figures."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import json
 
-spec = importlib.util.spec_from_file_location(
-    "release_finetuned", Path(__file__).resolve().parents[2] / "scripts" / "release_finetuned.py")
-rel = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rel)  # type: ignore[union-attr]
+from safetensors import safe_open
+
+from lua_core.families import get_family
+from lua_core.locations import REPO_ROOT
+from scripts import release_finetuned as rel
 
 
 def _result(lua_psnr: float, lua_lpips: float, path: str = "lua") -> dict:
@@ -103,3 +103,14 @@ def test_another_files_report_lends_only_its_baseline_rows():
     report = {"paths": ["lua_vae", "lua", "pixel_route", "latent_bicubic"]}
     assert rel.baseline_rows(report)["paths"] == ["pixel_route", "latent_bicubic"]
     assert report["paths"] == ["lua_vae", "lua", "pixel_route", "latent_bicubic"]  # the original is left alone
+
+
+def test_the_cards_loss_comes_from_the_registry_and_the_shipped_metadata_reads():
+    """The card's formula is the loss registry's, from the fine-tune config stored in a shipped file."""
+    with safe_open(str(REPO_ROOT / "weights" / "lua_light_sdxl.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["lua.training"])
+    assert meta["recipe"] == "finetune"
+    lines = rel.card_training(get_family("sdxl"), meta, "lua_vae", "a CPU")
+    loss = next(line for line in lines if line.startswith("- Loss: "))
+    assert loss.startswith("- Loss: 10.0 x L1 + 1.0 x FFT-L1 + 0.6 x LPIPS(AlexNet) (x2 head 1.5) on a decoded")
+    assert "--set teacher='\"vae\"'" in lines[2] and "VAE teacher's stand-in" in loss

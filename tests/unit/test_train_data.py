@@ -18,7 +18,7 @@ from lua_core.train import config_from_dict, load_config
 from lua_core.train.config import StageConfig, apply_sets
 from lua_core.train.data import LatentCache, PairMaker, SampleSource, batch_indices, rank_slice, subcrop
 from lua_core.train.ema import EMA
-from lua_core.train.metrics import MetricsLog
+from lua_core.train.run_log import MetricsLog
 from lua_core.train.schedule import choose_heads, milestones
 
 SHARED = shared_dir()

@@ -10,7 +10,7 @@ from lua_core.tae import load_tae
 from lua_core.toolkit.images import bicubic_down
 from lua_core.train import config_from_dict, train
 from lua_core.train.data import subcrop
-from lua_core.train.losses import stage_loss
+from lua_core.train.loss_registry import HeadOutputs, weighted_loss
 from lua_core.train.teacher import cached_teacher_latents, teacher_latents
 
 from .test_train_run import TINY_MODEL, data_dirs, quiet  # noqa: F401  (fixture re-export)
@@ -77,11 +77,11 @@ def test_teacher_cache_extends_with_new_samples_only(tmp_path, monkeypatch):
 
 def test_teacher_terms_by_hand_and_named_errors():
     pred, tgt, teach = torch.zeros(1, 2, 4, 4), torch.ones(1, 2, 4, 4), torch.full((1, 2, 4, 4), 3.0)
-    loss, terms = stage_loss({"teacher_l1": 2.0, "latent_l1": 1.0}, pred, tgt, None, None, scale=2, down_factor=2,
-                             teacher_lat=teach)
-    assert terms == {"latent_l1": 1.0, "teacher_l1": 3.0} and float(loss) == pytest.approx(7.0)
+    loss, terms = weighted_loss({"teacher_l1": 2.0, "latent_l1": 1.0}, HeadOutputs(pred, tgt, teacher_lat=teach))
+    assert {k: float(v) for k, v in terms.items()} == {"latent_l1": 1.0, "teacher_l1": 3.0}
+    assert float(loss) == pytest.approx(7.0)
     with pytest.raises(ValueError, match="teacher latents"):
-        stage_loss({"teacher_l1": 1.0}, pred, tgt, None, None, scale=2, down_factor=2)
+        weighted_loss({"teacher_l1": 1.0}, HeadOutputs(pred, tgt))
 
 
 def test_subcrop_cuts_teacher_latents_like_targets():

@@ -1,4 +1,5 @@
-"""Metrics log (JSON lines) and a small SVG plot of the loss curves (PNG too when matplotlib is installed)."""
+"""Metrics log (JSON lines of a training run: train and val records) and a small SVG plot of its loss curves (PNG too
+when matplotlib is installed)."""
 from __future__ import annotations
 
 import json
