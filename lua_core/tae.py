@@ -1,7 +1,7 @@
 """Tiny autoencoders (TAESD family) from the shared ``vae`` folder: load, encode, decode.
 
-The files (``taesd``, ``taesdxl``, ``taesd3``, ``taef1``, ``taef2``) are small
-distilled stand-ins for each family's VAE.  Images are ``(B, 3, H, W)`` in
+The files (one per family: ``LatentFamily.tae_name`` in :mod:`lua_core.families`) are
+small distilled stand-ins for each family's VAE.  Images are ``(B, 3, H, W)`` in
 ``[0, 1]``; latents are the *scaled* TAE latents (``family.raw_to_tae`` of the
 raw ComfyUI latent, in the network's layout for FLUX.2: 32 ch at 1/8).
 """
@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .families import LatentFamily, get_family
+from .families import FAMILIES, LatentFamily, family_of_tae, get_family
 from .locations import shared_dir
 
-TAE_NAMES = ("taesd", "taesdxl", "taesd3", "taef1", "taef2")
-_LATENT_CHANNELS = {"taesd": 4, "taesdxl": 4, "taesd3": 16, "taef1": 16, "taef2": 32}
+TAE_NAMES = tuple(f.tae_name for f in FAMILIES.values() if f.tae_name)
 
 
 def _conv(n_in: int, n_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -36,10 +35,11 @@ class GroupNormBranch(nn.Sequential):
 class TAEBlock(nn.Module):
     """conv-ReLU-conv-ReLU-conv plus identity skip, then ReLU; optional taef2 GroupNorm branch on the input."""
 
-    def __init__(self, n: int, with_pool: bool = False) -> None:
+    def __init__(self, n: int, tae_groupnorm: bool = False) -> None:
         super().__init__()
         self.conv = nn.Sequential(_conv(n, n), nn.ReLU(), _conv(n, n), nn.ReLU(), _conv(n, n))
-        self.pool = GroupNormBranch(n) if with_pool else None
+        # "pool" is the tensor-key name in the taef2 files and the skip.* checkpoint tensors
+        self.pool = GroupNormBranch(n) if tae_groupnorm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool is not None:
@@ -54,12 +54,12 @@ class Clamp(nn.Module):
         return torch.tanh(x / 3) * 3
 
 
-def build_encoder(latent_channels: int, pool_blocks: bool = False, width: int = 64) -> nn.Sequential:
+def build_encoder(latent_channels: int, tae_groupnorm: bool = False, width: int = 64) -> nn.Sequential:
     """conv(3->64), Block, 3 x [stride-2 conv, 3 Blocks], conv(64->C); taef2 has the branch in the last 3 Blocks."""
     layers: list[nn.Module] = [_conv(3, width), TAEBlock(width)]
     for level in range(3):
         layers.append(_conv(width, width, stride=2, bias=False))
-        layers += [TAEBlock(width, with_pool=pool_blocks and level == 2) for _ in range(3)]
+        layers += [TAEBlock(width, tae_groupnorm and level == 2) for _ in range(3)]
     layers.append(_conv(width, latent_channels))
     return nn.Sequential(*layers)
 
@@ -69,11 +69,11 @@ class _Upsample(nn.Module):
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
-def build_decoder(latent_channels: int, pool_blocks: bool = False, width: int = 64) -> nn.Sequential:
+def build_decoder(latent_channels: int, tae_groupnorm: bool = False, width: int = 64) -> nn.Sequential:
     """Clamp, conv(C->64), ReLU, 3 x [3 Blocks, upsample x2, conv], Block, conv(64->3); taef2: branch in the first 3 Blocks."""
     layers: list[nn.Module] = [Clamp(), _conv(latent_channels, width), nn.ReLU()]
     for level in range(3):
-        layers += [TAEBlock(width, with_pool=pool_blocks and level == 0) for _ in range(3)]
+        layers += [TAEBlock(width, tae_groupnorm and level == 0) for _ in range(3)]
         layers += [_Upsample(), _conv(width, width, bias=False)]
     layers += [TAEBlock(width), _conv(width, 3)]
     return nn.Sequential(*layers)
@@ -114,14 +114,12 @@ class TinyAutoencoder(nn.Module):
 
     def __init__(self, name: str, family: Optional[LatentFamily] = None, root: Optional[Union[str, Path]] = None) -> None:
         super().__init__()
-        if name not in _LATENT_CHANNELS:
-            raise ValueError(f"unknown tiny autoencoder {name!r}; known: {', '.join(TAE_NAMES)}")
+        layout = family_of_tae(name)  # its row in the family table: latent channels and the GroupNorm branch
         self.name = name
         self.family = family
-        c = _LATENT_CHANNELS[name]
-        pool = name == "taef2"
-        self.encoder = build_encoder(c, pool)
-        self.decoder = build_decoder(c, pool)
+        self.latent_channels = layout.model_channels
+        self.encoder = build_encoder(layout.model_channels, layout.tae_groupnorm)
+        self.decoder = build_decoder(layout.model_channels, layout.tae_groupnorm)
         enc_path, dec_path = tae_files(name, root)
         for module, path in ((self.encoder, enc_path), (self.decoder, dec_path)):
             state = {k: v.float() for k, v in _read_state(path).items()}
@@ -130,10 +128,6 @@ class TinyAutoencoder(nn.Module):
                 raise ValueError(f"{path.name}: does not match the {name} layout (missing {missing[:4]}, "
                                  f"unexpected {unexpected[:4]})")
         self.eval().requires_grad_(False)
-
-    @property
-    def latent_channels(self) -> int:
-        return _LATENT_CHANNELS[self.name]
 
     def encode(self, img: torch.Tensor) -> torch.Tensor:
         """Image ``[0, 1]`` (B, 3, H, W), H and W multiples of 8 -> TAE latent (B, C, H/8, W/8)."""
@@ -180,7 +174,7 @@ class TinyVAE:
 
 def load_tae(family: Union[str, LatentFamily], root: Optional[Union[str, Path]] = None,
              device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32) -> TinyAutoencoder:
-    """Load the tiny autoencoder of a family (``sd15``, ``sdxl``, ``sd3``, ``flux1``, ``flux2``), frozen."""
+    """Load the tiny autoencoder of a family (a name in :data:`~lua_core.families.FAMILIES`), frozen."""
     fam = family if isinstance(family, LatentFamily) else get_family(family)
     if fam.tae_name is None:
         raise ValueError(f"no tiny autoencoder is known for {fam.label}")

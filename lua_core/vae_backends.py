@@ -385,7 +385,7 @@ class DiffusersVAEBackend(VAEBackend):
         self.path = Path(path).expanduser().resolve()
         if not self.path.exists():
             raise FileNotFoundError(f"VAE not found: {self.path}")
-        cls_name = "AutoencoderKLFlux2" if family.pack > 1 else "AutoencoderKL"
+        cls_name = "AutoencoderKLFlux2" if family.packed else "AutoencoderKL"
         cls = getattr(diffusers, cls_name, None)
         if cls is None:
             version = getattr(diffusers, "__version__", "?")
@@ -413,7 +413,7 @@ class DiffusersVAEBackend(VAEBackend):
             raise ValueError(f"{self.path.name}: a {channels}-channel 1/{down} VAE; {family.label} needs "
                              f"{family.model_channels}-channel 1/{family.model_downscale} (wrong family?)")
         self.model = model.to(device=torch.device(device))  # loaded in `dtype` already
-        if family.pack > 1:
+        if family.packed:
             bn = getattr(model, "bn", None)
             if bn is None or getattr(bn, "running_var", None) is None:
                 raise ValueError(f"{self.path.name}: a {family.label} VAE needs its batch-norm statistics (bn)")
@@ -431,14 +431,14 @@ class DiffusersVAEBackend(VAEBackend):
         x = img.to(device=self.device, dtype=self.dtype) * 2.0 - 1.0
         posterior = self.model.encode(x, return_dict=False)[0]
         z = posterior.mode().float()
-        if fam.pack > 1:
+        if fam.packed:
             z = fam.to_model((fam.to_comfy(z) - self.bn_mean) / self.bn_std)
         return z
 
     def decode_raw(self, raw: torch.Tensor) -> torch.Tensor:
         fam = self.family
         z = raw.to(self.device)
-        if fam.pack > 1:
+        if fam.packed:
             z = fam.to_model(fam.to_comfy(z.float()) * self.bn_std + self.bn_mean)
         x = self.model.decode(z.to(self.dtype), return_dict=False)[0]
         return (x.float() + 1.0) / 2.0

@@ -14,9 +14,10 @@ from ..lua_core.api import LUAModel, load_model
 from ..lua_core.checkpoints.download import DownloadError, download_entry
 from ..lua_core.checkpoints.manifest import ManifestEntry, check_file
 from ..lua_core.dtypes import dtype_name
+from ..lua_core.families import served_models
 from ..lua_core.model.config import PRESETS
 from . import paths
-from .model_family import require_family
+from .model_family import check_model_family, require_family
 from .model_wrapper import ManagedLUAModel
 
 logger = logging.getLogger(__name__)
@@ -41,15 +42,15 @@ class LUAModelLoader:
         return {
             "required": {
                 "model_name": (paths.model_choices(), {
-                    "tooltip": "Adapter checkpoint. Its latent family (SD1.5, SDXL, SD3, FLUX.1, FLUX.2) must match "
-                               "the VAE your latents come from. auto: the best adapter for the connected MODEL's "
+                    "tooltip": f"Adapter checkpoint. Its latent family must match the VAE your latents come from "
+                               f"({served_models()}). auto: the best adapter for the connected MODEL's "
                                "family (the official one when downloaded, else the bundled one). (preview): "
                                "trained briefly on a CPU, below decode + pixel upscale in quality."}),
                 "dtype": (DTYPE_CHOICES, {
                     "default": "auto",
-                    "tooltip": "Compute precision. auto follows ComfyUI's rules for the device (fp32 on CPU, bf16 "
-                               "or fp16 where ComfyUI would use them; --force-fp32, --force-fp16 and the "
-                               "--fp32/bf16/fp16-vae flags are honoured)."}),
+                    "tooltip": "Compute precision. auto: the dtype ComfyUI gives a VAE on this device "
+                               "(model_management.vae_dtype): fp32 on CPU; the --fp32/bf16/fp16-vae flags, else bf16 "
+                               "or fp16 where ComfyUI would use them (--force-fp32 and --force-fp16 are honoured)."}),
             },
             "optional": {
                 "model": ("MODEL", {
@@ -117,20 +118,6 @@ def fetch(entry: ManifestEntry) -> str:
         return str(download_entry(entry, folder, progress=progress, cancel=mm.throw_exception_if_processing_interrupted))
     except DownloadError as exc:
         raise RuntimeError(str(exc)) from exc
-
-
-def check_model_family(lua: LUAModel, model: Any, node: str) -> None:
-    """Refuse an adapter of another latent family than the connected MODEL, naming both."""
-    fam, fmt = require_family(model, node)
-    if fam.name != lua.family.name:
-        name = lua.path.name if lua.path else "the adapter"
-        raise ValueError(f"{node}: {name} is {_a(lua.family.label)} adapter but the connected model works in "
-                         f"{fam.label} latents (latent format {fmt}); pick {_a(fam.label)} adapter (or 'auto' in "
-                         f"Load LUA Model)")
-
-
-def _a(label: str) -> str:
-    return f"{'an' if label[:1] in 'S' else 'a'} {label}"  # an SD1.5 / an SDXL / an SD3, a FLUX.1
 
 
 def note_status(name: str, entry: Optional[ManifestEntry]) -> None:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from ..lua_core.api import LUAModel, plan_teacher, plan_upscale, run_plan
 from ..lua_core.engine.memory import budget_from_free
-from .loader_node import check_model_family
+from ..lua_core.families import twins_text
+from .model_family import check_model_family
 from .model_wrapper import ManagedLUAModel
 from .vae_bridge import ComfyLatentVAE
 
@@ -21,7 +22,7 @@ TILE_TOOLTIP = ("Tile side in latent pixels (0 = automatic: one pass when it fit
                 "pass with the same result, tiles only if even that does not fit). Smaller tiles use less memory.")
 OVERLAP_TOOLTIP = "Overlap between neighbouring tiles in latent pixels; overlaps are feather-blended to hide seams."
 MODEL_TOOLTIP = ("Optional: the diffusion model the latent comes from. When connected, an adapter of another latent "
-                 "family (SD1.5 vs SDXL, SD3 vs FLUX.1, which channel counts cannot tell apart) is refused.")
+                 f"family ({twins_text()}, which channel counts cannot tell apart) is refused.")
 VAE_TOOLTIP = ("Optional, recommended: the VAE the workflow decodes with. The adapter then builds on that VAE's own "
                "decode (upscaled in pixels and encoded at the target size) instead of its tiny built-in "
                "autoencoder: the result is as faithful as VAE Decode -> Upscale Image, and sharper. Costs one "

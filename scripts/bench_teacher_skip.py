@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time a teacher-skip adapter against the family's full KL decoder and encoder (random weights).
 
-    python scripts/bench_teacher_skip.py --checkpoint weights/lua_light_sdxl.safetensors --latent 64 --threads 2
+    python -m scripts.bench_teacher_skip --checkpoint weights/lua_light_sdxl.safetensors --latent 64 --threads 2
 
 Prints the median of ``--rounds`` timings of: the whole LUA upscale with its own tiny teacher (network + teacher
 skip), the teacher skip alone, the network on a given teacher (what LUA adds with the VAE input), the full
@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lua_core.api import load_model  # noqa: E402
-from lua_core.bench.vae_decoder import build_decoder  # noqa: E402
-from lua_core.bench.vae_encoder import build_encoder  # noqa: E402
+from lua_core.api import load_model
+from lua_core.bench.vae_decoder import build_decoder
+from lua_core.bench.vae_encoder import build_encoder
 
 
 def median_time(fn, rounds: int) -> float:

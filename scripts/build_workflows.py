@@ -1,6 +1,6 @@
 """Write the drag-and-drop workflows in ``workflows/`` (ComfyUI UI format, version 0.4).
 
-    .venv/bin/python scripts/build_workflows.py [--object-info FILE] [--only NAME ...]
+    .venv/bin/python -m scripts.build_workflows [--object-info FILE] [--only NAME ...]
 
 Node sockets (inputs, outputs and their types) and the order of widget values are
 taken from a real ComfyUI's ``/object_info`` (a file, or a server started here with
@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
+from lua_core.families import channel_twins
+from tests.support.workflow_api import _is_widget, widget_names
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.support.workflow_api import _is_widget, widget_names  # noqa: E402
-
 WORKFLOWS = REPO / "workflows"
 FRONTEND_VERSION = "1.32.9"
 
@@ -329,8 +328,9 @@ def t2i_note(family_label: str, models: list[str], lua_family: str, extra: str =
     else:
         lines += [f"- **Load LUA Model** is on `auto`: it reads the connected model's latent family and picks the "
                   f"best adapter on disk, today the bundled `{lua_weight(lua_family)}` ({adapter_status(lua_family)})."]
-    lines += ["", "The MODEL wires let LUA refuse an adapter of another latent family (channel counts cannot tell "
-              "SD1.5 from SDXL or SD3 from FLUX.1).", extra]
+    twins = " or ".join(" from ".join(f.label for f in group) for group in channel_twins())
+    lines += ["", f"The MODEL wires let LUA refuse an adapter of another latent family (channel counts cannot tell "
+              f"{twins}).", extra]
     return "\n".join(lines).rstrip() + "\n"
 
 

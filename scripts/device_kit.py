@@ -16,7 +16,7 @@ working tree, measured with git):
 ``scripts/train_device.sh`` points the fine-tune at it (``LUA_SHARED_DIR``, ``LUA_METRICS_DIR``,
 ``holdout_dir``).
 
-    python scripts/device_kit.py --family sdxl --out .device_kit
+    python -m scripts.device_kit --family sdxl --out .device_kit
 """
 from __future__ import annotations
 
@@ -25,19 +25,16 @@ import io
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from lua_core.families import get_family  # noqa: E402
-from lua_core.locations import shared_dir  # noqa: E402
-from lua_core.metrics.perceptual import metrics_dir  # noqa: E402
-from lua_core.tae import tae_files  # noqa: E402
-from lua_core.toolkit.images import center_crop, load_image, native_crop_side  # noqa: E402
-from lua_core.toolkit.photo_sets import holdout_photos, pick_val_images, spread, training_photos  # noqa: E402
+from lua_core.families import family_names, get_family
+from lua_core.locations import shared_dir
+from lua_core.metrics.perceptual import metrics_dir
+from lua_core.tae import tae_files
+from lua_core.toolkit.images import center_crop, load_image, native_crop_side
+from lua_core.toolkit.photo_sets import holdout_photos, pick_val_images, spread, training_photos
 
 MIB = 1 << 20
 TRAVEL_MIB = 64.0
@@ -184,7 +181,7 @@ def build_kit(out: Path, source: Path, family: str, metrics_root: Path, train_cr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--family", help="sd15, sdxl, sd3, flux1 or flux2 (comma-separated for several)")
+    ap.add_argument("--family", help=f"{family_names(' or ')} (comma-separated for several)")
     ap.add_argument("--lossless-val", action="store_true",
                     help="lossless validation crops, so they serve as the evaluation images on the device")
     ap.add_argument("--init-from", type=Path, default=None,

@@ -6,26 +6,23 @@ which these machines cannot download; this script measures the per-channel mean 
 ``taef2`` latents over random crops of the training photographs (held-out ones excluded) and writes
 them to ``lua_core/latent_stats.json``, which :mod:`lua_core.families` reads.
 
-    python scripts/estimate_latent_stats.py --crops 512 --crop 256 --threads 2
+    python -m scripts.estimate_latent_stats --crops 512 --crop 256 --threads 2
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 import torch
 from einops import rearrange
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lua_core.families import BATCH_NORM_EPS, STATS_PATH  # noqa: E402
-from lua_core.locations import shared_dir  # noqa: E402
-from lua_core.tae import load_tae  # noqa: E402
-from lua_core.toolkit.photo_sets import training_photos  # noqa: E402
-from lua_core.train.crop_pool import PhotoPool  # noqa: E402
+from lua_core.families import BATCH_NORM_EPS, STATS_PATH
+from lua_core.locations import shared_dir
+from lua_core.tae import load_tae
+from lua_core.toolkit.photo_sets import training_photos
+from lua_core.train.crop_pool import PhotoPool
 
 
 def packed_moments(crops: int, crop: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -63,7 +60,7 @@ def main() -> None:
         "what": "batch-norm running statistics of FLUX.2's packed 128-channel latent (channel order (c pi pj))",
         "source": (f"estimated: per-channel mean/variance of taef2 latents of {args.crops} random {args.crop} px "
                    f"crops (0.5-1x zoom, flips, rotations) of ../shared/data/train minus the held-out photographs, "
-                   f"{count} latent cells; `python scripts/estimate_latent_stats.py --crops {args.crops} "
+                   f"{count} latent cells; `python -m scripts.estimate_latent_stats --crops {args.crops} "
                    f"--crop {args.crop} --seed {args.seed}`. The real VAE's statistics differ."),
         "eps": BATCH_NORM_EPS,
         "mean": [round(float(v), 6) for v in mean],

@@ -1,6 +1,6 @@
 """The package's import graph: cycles, upward imports (against the layer table) and code-size figures.
 
-``python scripts/import_graph.py`` prints the figures; ``tests/unit/test_architecture.py`` asserts them.
+``python -m scripts.import_graph`` prints the figures; ``tests/unit/test_architecture.py`` asserts them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Make the same-name .jpg thumbnails of the workflows in ``workflows/`` from real runs.
 
-    .venv/bin/python scripts/make_thumbnails.py [--image PATH]
+    .venv/bin/python -m scripts.make_thumbnails [--image PATH]
 
 Everything runs on the CPU in a headless ComfyUI 0.3.75 (``tests/support/comfy_server.py``)
 with the tiny autoencoders, because the diffusion models cannot be downloaded here:
@@ -31,25 +31,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+import lua_core
+from lua_core.checkpoints.export import save_checkpoint
+from lua_core.tae import TinyVAE, load_tae
+from tests.support.comfy_server import ComfyServer
+from tests.support.workflow_api import workflow_to_api
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-import lua_core  # noqa: E402
-from lua_core.checkpoints.export import save_checkpoint  # noqa: E402
-from lua_core.tae import TinyVAE, load_tae  # noqa: E402
-from tests.support.comfy_server import ComfyServer  # noqa: E402
-from tests.support.workflow_api import workflow_to_api  # noqa: E402
 
 WORKFLOWS = REPO / "workflows"
 WEIGHTS = REPO / "weights"
 SHARED = Path(os.environ.get("LUA_SHARED_DIR", REPO.parent / "shared"))
 INPUT_NAME = "lua_demo_input.png"
 SIZE = 512  # thumbnails are SIZE x SIZE
-TAE = {"sd15": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux1": "taef1", "flux2": "taef2"}
+# the tiny autoencoders ComfyUI 0.3.75's VAELoader offers (a fact about ComfyUI); other families run in Python
+VAELOADER_TAES = frozenset({"taesd", "taesdxl", "taesd3", "taef1"})
 T2I = {"lua_flux1_t2i_x2_x4": ("flux1", "FLUX.1 → LUA x2 / x4"),
        "lua_sd35_t2i_x2_x4": ("sd3", "SD3.5 → LUA x2 / x4"),
        "lua_sdxl_t2i_x2_x4": ("sdxl", "SDXL → LUA x2 / x4"),
@@ -194,7 +194,7 @@ def family_variant(image_in: dict[str, Any], family: str, weights: str) -> dict[
     wf = json.loads(json.dumps(image_in))
     for node in wf["nodes"]:
         if node["type"] == "VAELoader":
-            node["widgets_values"] = [TAE[family]]
+            node["widgets_values"] = [lua_core.get_family(family).tae_name]
         elif node["type"] == "LUAModelLoader":
             node["widgets_values"][0] = weights
         elif node["id"] in (7, 9, 11):  # LUA x4, its decode and save
@@ -202,12 +202,13 @@ def family_variant(image_in: dict[str, Any], family: str, weights: str) -> dict[
     return wf
 
 
-def flux2_python(photo: Image.Image, weights: Path) -> tuple[Image.Image, float]:
-    """taef2 encode → LUA x2 on the packed FLUX.2 latent → taef2 decode, with lua_core (no ComfyUI)."""
-    fam = lua_core.get_family("flux2")
+def python_stand_in(photo: Image.Image, family: str, weights: Path) -> tuple[Image.Image, float]:
+    """Tiny-autoencoder encode → LUA x2 on the ComfyUI LATENT (packed for FLUX.2) → decode, with lua_core
+    (no ComfyUI)."""
+    fam = lua_core.get_family(family)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        tae = load_tae("flux2")
+        tae = load_tae(fam)
         x = torch.from_numpy(np.asarray(photo, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
         packed = fam.to_comfy(tae.encode_raw(x))
         model = lua_core.load_model(weights)
@@ -225,7 +226,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     compare = use_input(json.loads((WORKFLOWS / "lua_compare_upscalers.json").read_text()))
     timings: dict[str, float] = {}
     with ComfyServer() as server:
-        weights = prepare_weights(list(TAE), Path(server.lua_models_dir))
+        weights = prepare_weights(list(lua_core.FAMILIES), Path(server.lua_models_dir))
         with Image.open(photo_path) as im:
             im.convert("RGB").save(server.input_dir / INPUT_NAME)
         # the working-size input the workflows encode (ImageScale lanczos 512 x 512, center crop)
@@ -250,18 +251,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                    + (" (random stand-in)" if w.placeholder else ""))
 
         for stem, (family, title) in T2I.items():
-            w = weights[family]
-            if family == "flux2":
-                x2, timings[f"{stem} (stand-in, python)"] = flux2_python(
-                    small, Path(server.lua_models_dir) / w.name if w.placeholder else WEIGHTS / w.name)
-                footer = "stand-in: photo → taef2 → LUA x2 (lua_core, no diffusion model)"
-            elif family == "flux1":
+            w, tae_name = weights[family], lua_core.get_family(family).tae_name
+            if tae_name not in VAELOADER_TAES:
+                x2, timings[f"{stem} (stand-in, python)"] = python_stand_in(
+                    small, family, Path(server.lua_models_dir) / w.name if w.placeholder else WEIGHTS / w.name)
+                footer = f"stand-in: photo → {tae_name} → LUA x2 (lua_core, no diffusion model)"
+            elif family == "flux1":  # the image-in workflow's own run (taef1) already has its x2
                 x2 = lua_x4_flux1["LUA/x2"]
-                footer = "stand-in: photo → taef1 → LUA x2 (no diffusion model)"
+                footer = f"stand-in: photo → {tae_name} → LUA x2 (no diffusion model)"
             else:
                 out, timings[f"{stem} (stand-in)"] = run(server, family_variant(image_in, family, w.name))
                 x2 = out["LUA/x2"]
-                footer = f"stand-in: photo → {TAE[family]} → LUA x2 (no diffusion model)"
+                footer = f"stand-in: photo → {tae_name} → LUA x2 (no diffusion model)"
             note = f"{footer}; adapter {w.name}" + (" (random stand-in)" if w.placeholder else "")
             save_thumb(finish(split_view(small, x2, 2, "512 px", "LUA x2"), title, footer, w.placeholder), stem, note)
     for key, sec in timings.items():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Bundle a trained adapter: copy it into weights/, write its model card, update weights_manifest.json.
 
-    python scripts/release_adapter.py --family sd15 \
+    python -m scripts.release_adapter --family sd15 \
         --checkpoint .cache/train_runs/sd15_light_cpu/lua_light_sd15.safetensors \
         --eval docs/eval/sd15/results.json --recipe configs/train/sd15_light_cpu.json \
         --run-dir .cache/train_runs/sd15_light_cpu --hardware "2-core AMD EPYC CPU, 1 thread, shared"
@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from lua_core.checkpoints.manifest import DEFAULT_MANIFEST_PATH, Manifest, ManifestEntry, file_sha256
+from lua_core.families import FAMILIES, get_family
 
-from lua_core.checkpoints.manifest import DEFAULT_MANIFEST_PATH, Manifest, ManifestEntry, file_sha256  # noqa: E402
-from lua_core.families import get_family  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 AIM_DB = {2: 1.5, 4: 0.8}  # the first aim above pixel bicubic, in dB
 
@@ -70,18 +69,20 @@ def open_adapter(family: str, checkpoint: Path) -> tuple[Any, str, Any, str]:
 
 
 def family_note(family: str) -> list[str]:
-    """Model-card lines about a family's latent convention (FLUX.2's estimated batch-norm statistics)."""
-    if family != "flux2":
+    """Model-card lines about a batch-normalised family's latent convention (FLUX.2's estimated statistics)."""
+    fam = get_family(family)
+    if not fam.batch_norm:
         return []
-    return ["> FLUX.2 convention: ComfyUI's FLUX.2 LATENT is packed 2x2 into 128 channels and batch-norm normalised "
-            "with the full VAE's running statistics. This adapter works on un-normalised, unpacked taef2 latents; the "
-            "pack converts at its boundary (`lua_core/families.py`: `(z - mean) / sqrt(var + 1e-4)` per packed channel "
-            "and back) with statistics **estimated** from taef2 latents of 512 random crops of our training "
-            "photographs (`lua_core/latent_stats.json`, `python scripts/estimate_latent_stats.py`), because the real "
-            "VAE's statistics cannot be downloaded here. They bring taef2 latents of unseen photographs to about zero "
-            "mean and unit variance per channel (`tests/unit/test_families.py`); on a real FLUX.2 latent the mismatch "
-            "with the VAE's own statistics cancels to first order, since the same affine map is undone after the "
-            "network.", ""]
+    p, label, tae = fam.pack, fam.label, fam.tae_name
+    return [f"> {label} convention: ComfyUI's {label} LATENT is packed {p}x{p} into {fam.comfy_channels} channels and "
+            f"batch-norm normalised with the full VAE's running statistics. This adapter works on un-normalised, "
+            f"unpacked {tae} latents; the pack converts at its boundary (`lua_core/families.py`: "
+            f"`(z - mean) / sqrt(var + 1e-4)` per packed channel and back) with statistics **estimated** from {tae} "
+            f"latents of 512 random crops of our training photographs (`lua_core/latent_stats.json`, "
+            f"`python -m scripts.estimate_latent_stats`), because the real VAE's statistics cannot be downloaded "
+            f"here. They bring {tae} latents of unseen photographs to about zero mean and unit variance per channel "
+            f"(`tests/unit/test_families.py`); on a real {label} latent the mismatch with the VAE's own statistics "
+            f"cancels to first order, since the same affine map is undone after the network.", ""]
 
 
 def model_card(entry: ManifestEntry, meta: dict[str, Any], result: dict[str, Any], figs: dict, minutes: Optional[float],
@@ -137,8 +138,10 @@ def with_entry(entry: ManifestEntry) -> dict[str, Any]:
     manifest = json.loads(DEFAULT_MANIFEST_PATH.read_text())
     models = [m for m in manifest["models"] if m["name"] != entry.name]
     models.append(entry.to_dict())
-    order = {f: i for i, f in enumerate(("flux1", "flux2", "sd3", "sdxl", "sd15"))}
-    models.sort(key=lambda m: (order.get(m["family"], 9), m["config"] != "paper", m["name"]))
+    # the manifest's own family order, then families new to it in the family table's order
+    families = list(dict.fromkeys([m["family"] for m in manifest["models"]] + list(FAMILIES)))
+    order = {f: i for i, f in enumerate(families)}
+    models.sort(key=lambda m: (order.get(m["family"], len(order)), m["config"] != "paper", m["name"]))
     manifest["models"] = models
     Manifest.from_dict(manifest)
     return manifest
@@ -180,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if argv is None and sys.argv[1:] == ["--table"] or argv == ["--table"]:
         print(summary_table())
         return 0
-    p = argparse.ArgumentParser(description=__doc__ + "\n    python scripts/release_adapter.py --table   # README table",
+    p = argparse.ArgumentParser(description=__doc__ + "\n    python -m scripts.release_adapter --table   # README table",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", required=True)
     p.add_argument("--checkpoint", required=True, type=Path)

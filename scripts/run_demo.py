@@ -17,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from PIL import Image
+
+from tests.support.comfy_server import ComfyServer
+from tests.support.workflow_api import workflow_to_api
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from PIL import Image  # noqa: E402
-
-from tests.support.comfy_server import ComfyServer  # noqa: E402
-from tests.support.workflow_api import workflow_to_api  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "lua_image_upscale_x2_x4.json"
 SHARED = Path(os.environ.get("LUA_SHARED_DIR", REPO.parent / "shared"))

@@ -8,4 +8,4 @@ cd "$REPO"
 bash scripts/setup_env.sh
 bash scripts/setup_comfyui.sh >/dev/null
 export LUA_COMFYUI_DIR="$REPO/.cache/comfyui/ComfyUI"
-exec "$REPO/.venv/bin/python" scripts/run_demo.py "$@"
+exec "$REPO/.venv/bin/python" -m scripts.run_demo "$@"

@@ -2,7 +2,7 @@
 # One accelerator call: fine-tune each family's committed adapter on the GPU (the shipped recipe,
 # python -m lua_core.train.finetune), evaluate the result there, and return the weights, logs and reports.
 #
-#   here:    python scripts/device_kit.py --family sd15,sdxl,sd3,flux1,flux2 --lossless-val --val-images 24 \
+#   here:    python -m scripts.device_kit --family sd15,sdxl,sd3,flux1,flux2 --lossless-val --val-images 24 \
 #                --val-crop 512 --init-from weights --budget-mib B --out .device_kit
 #            (B: 64 MiB less what travels besides; see lua_core/train/README.md for moving the bundled
 #            weights and docs/eval aside during the call)
@@ -25,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 KIT="$PWD/.device_kit"
 FAMILIES=${FAMILIES:-${FAMILY:-sdxl}}
 if [ ! -d "$KIT/shared/vae" ] || [ ! -f "$KIT/metrics/lpips_alex.safetensors" ]; then
-    echo "no device kit at $KIT: run 'python scripts/device_kit.py --family ...' and carry .device_kit" >&2
+    echo "no device kit at $KIT: run 'python -m scripts.device_kit --family ...' and carry .device_kit" >&2
     exit 2
 fi
 export LUA_SHARED_DIR="$KIT/shared" LUA_METRICS_DIR="$KIT/metrics" PYTHONUNBUFFERED=1
@@ -41,7 +41,7 @@ for FAMILY in $FAMILIES; do
     init="weights/lua_light_${FAMILY}.safetensors"
     if [ -f "$KIT/init/$FAMILY.safetensors" ]; then
         init="$PWD/.cache/device_init/lua_light_${FAMILY}.safetensors"  # the bundled name, as the run records it
-        "$PY" scripts/device_kit.py --restore-init "$KIT/init/$FAMILY.safetensors" "$FAMILY" "$init" >/dev/null || exit 3
+        "$PY" -m scripts.device_kit --restore-init "$KIT/init/$FAMILY.safetensors" "$FAMILY" "$init" >/dev/null || exit 3
     fi
     sets=(--set "batch=${BATCH:-16}" --set "val_every=${VAL_EVERY:-250}" --set "teacher=\"${TEACHER:-tae}\""
           --set "holdout_dir=\"$KIT/shared/data/holdout\"")

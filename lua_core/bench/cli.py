@@ -42,6 +42,7 @@ from .macs import count_macs
 from .reports import attach_summary, rebuild, write_reports
 from .rounds import Progress, run_rounds
 from .specs import PRESETS, build_cases
+from .vae_decoder import DECODER_CONFIGS
 
 DEFAULT_OUT = Path("docs/benchmarks")
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", default="pipelines,impl,tiling,macs",
                    help="comma list of pipelines, impl, tiling, macs")
     p.add_argument("--configs", default="light,paper")
-    p.add_argument("--families", default="flux1", help="comma list of sd15, sdxl, sd3, flux1")
+    p.add_argument("--families", default="flux1", help=f"comma list of {', '.join(DECODER_CONFIGS)}")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=0, help="torch threads in each case (0 = torch's default)")

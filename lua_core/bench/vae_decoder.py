@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..families import FAMILIES
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
@@ -38,16 +40,17 @@ class DecoderConfig:
     out_channels: int = 3
 
 
+# which families' VAEs decode through a post_quant_conv; FLUX.2's decoder (batch-norm, packing) is not modelled
+_POST_QUANT_CONV: dict[str, bool] = {"sd15": True, "sdxl": True, "sd3": False, "flux1": False}
+
 DECODER_CONFIGS: dict[str, DecoderConfig] = {
-    "sd15": DecoderConfig(latent_channels=4, post_quant_conv=True),
-    "sdxl": DecoderConfig(latent_channels=4, post_quant_conv=True),
-    "sd3": DecoderConfig(latent_channels=16),
-    "flux1": DecoderConfig(latent_channels=16),
+    name: DecoderConfig(latent_channels=FAMILIES[name].model_channels, post_quant_conv=pq)
+    for name, pq in _POST_QUANT_CONV.items()
 }
 
 
 def decoder_config(family: str) -> DecoderConfig:
-    """Decoder config for a latent family name (``sd15``, ``sdxl``, ``sd3``, ``flux1``)."""
+    """Decoder config for a latent family name (one of :data:`DECODER_CONFIGS`)."""
     if family not in DECODER_CONFIGS:
         raise ValueError(f"no decoder config for family {family!r}; choose one of {sorted(DECODER_CONFIGS)}")
     return DECODER_CONFIGS[family]

@@ -20,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from ..families import family_names
 from ..locations import REPO_ROOT as REPO
 from ..locations import expand_path
 from .evaluation import evaluate
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or 'holdout': the clean photographs held out of ${shared}/data/train")
     p.add_argument("--paths", default=None,
                    help="comma-separated subset of paths to run (default: all), e.g. lua,pixel_bicubic,pixel_lanczos")
-    p.add_argument("--family", default=None, help="sd15, sdxl, sd3, flux1, flux2 (default: the checkpoint's)")
+    p.add_argument("--family", default=None, help=f"{family_names()} (default: the checkpoint's)")
     p.add_argument("--checkpoint", default=None, help="a .safetensors/.pth path or a weights_manifest.json name")
     p.add_argument("--no-lua", action="store_true", help="baselines only (no checkpoint; needs --family)")
     p.add_argument("--scales", type=_scales, default=(2, 4), help="comma list (default 2,4)")

@@ -215,8 +215,9 @@ def convert(archives: dict[str, bytes], dest: Path, keep_reference: bool = True)
     return record
 
 
-def fetch(dest: Optional[Path] = None, from_dir: Optional[Path] = None, keep_reference: bool = True) -> dict:
-    """Download (or read ``from_dir``), verify and convert; returns the provenance record."""
+def fetch_metric_weights(dest: Optional[Path] = None, from_dir: Optional[Path] = None, keep_reference: bool = True) -> dict:
+    """Download the LPIPS / DISTS archives (or read ``from_dir``), verify and convert them to safetensors in
+    ``dest``; returns the provenance record."""
     dest = Path(dest) if dest is not None else metrics_dir()
     if from_dir is not None:
         return convert(read_archives(Path(from_dir)), dest, keep_reference)
@@ -235,7 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        record = fetch(args.dest, args.from_dir, not args.no_reference)
+        record = fetch_metric_weights(args.dest, args.from_dir, not args.no_reference)
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -54,10 +54,10 @@ class TeacherSkip(nn.Module):
     Works on *scaled* latents (the tiny autoencoder's units), ``(B, C, H, W)``.
     """
 
-    def __init__(self, channels: int, groupnorm_branch: bool = False, gain: float = 0.1) -> None:
+    def __init__(self, channels: int, tae_groupnorm: bool = False, gain: float = 0.1) -> None:
         super().__init__()
-        self.encoder = build_encoder(channels, groupnorm_branch)
-        self.decoder = build_decoder(channels, groupnorm_branch)
+        self.encoder = build_encoder(channels, tae_groupnorm)
+        self.decoder = build_decoder(channels, tae_groupnorm)
         self.gain = nn.Parameter(torch.tensor(float(gain)))
 
     def _decode(self, x: torch.Tensor) -> torch.Tensor:

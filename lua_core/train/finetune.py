@@ -129,7 +129,7 @@ def to_tae_skip(path: str | Path, family: str, gain: float) -> tuple[LUANet, dic
         net = LUANet(cfg)
         load_into(net, raw.tensors, str(path))
         return net, {"from": Path(path).name, "converted": False}
-    net = LUANet(cfg.replace(skip="tae", tae_groupnorm=fam.name == "flux2",
+    net = LUANet(cfg.replace(skip="tae", tae_groupnorm=fam.tae_groupnorm,
                              in_scale=fam.scale_factor, in_shift=fam.shift_factor))
     loaded = transfer_init(net, path)["loaded"]
     tae = load_tae(fam)

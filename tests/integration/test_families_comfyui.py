@@ -1,43 +1,97 @@
 """Our latent families (``lua_core.families.FAMILIES``) against ComfyUI's own latent formats
-(``comfy.latent_formats`` of the provisioned ComfyUI 0.3.75, imported in-process): channel count,
-scale and shift, the scaled-latent conversion, the preview's channel count, FLUX.2's 2x2 packing and
-the tiny autoencoder's name. Nothing here restates ComfyUI's numbers; ``LUA_SKIP_COMFY=1`` skips.
+(``comfy.latent_formats`` of the provisioned ComfyUI 0.3.75, imported in-process): the table's format class
+names, the node's mapping derived from them, the models each row says it serves (``comfy.supported_models``),
+channel count, scale and shift, the scaled-latent conversion, the preview's channel count, FLUX.2's 2x2 packing
+and the tiny autoencoder's name. Nothing here restates ComfyUI's numbers; ``LUA_SKIP_COMFY=1`` skips.
 """
 from __future__ import annotations
 
 import os
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
 
-from lua_core.families import FAMILIES, LatentFamily
+from lua_core.families import FAMILIES, LatentFamily, comfy_format_families
 from tests.helpers import import_comfy_pack
 
-# our family -> the ComfyUI latent format class of the same VAE latent space
-COMFY_FORMAT: dict[str, str] = {"sd15": "SD15", "sdxl": "SDXL", "sd3": "SD3", "flux1": "Flux", "flux2": "Flux2"}
+# a model a row names -> the ComfyUI 0.3.75 class (comfy.supported_models) whose latent format must be that row's
+SUPPORTED_MODEL: dict[str, str] = {
+    "SD1.x": "SD15", "SD2.x": "SD20", "SDXL": "SDXL", "SD3": "SD3", "SD3.5": "SD3", "FLUX.1": "Flux",
+    "Chroma": "Chroma", "HiDream": "HiDream", "Lumina 2": "Lumina2", "Z-Image": "ZImage", "OmniGen2": "Omnigen2",
+    "FLUX.2 [dev]": "Flux2",
+}
+# models a row names that have no class of their own in ComfyUI 0.3.75, and the latent format they use there
+OTHER_ROUTE: dict[str, str] = {
+    "Playground 2.5": "SDXL_Playground_2_5",  # an SDXL model whose format is swapped at load time
+    "FLUX.2 [klein]": "Flux2",                # the FLUX.2 VAE; 0.3.75 detects only FLUX.2 [dev]'s transformer
+}
 
 
 @pytest.fixture(scope="module")
-def latent_formats() -> ModuleType:
-    """ComfyUI's ``comfy.latent_formats`` (CPU mode, loaded like the other in-process tests)."""
+def comfy() -> SimpleNamespace:
+    """ComfyUI's ``latent_formats`` and ``supported_models`` and this pack's ``nodes.model_family`` (CPU mode)."""
     if os.environ.get("LUA_SKIP_COMFY") == "1":
         pytest.skip("LUA_SKIP_COMFY=1")
     import_comfy_pack()
     import comfy.latent_formats
+    import comfy.supported_models
+    from comfyui_lua.nodes import model_family
 
-    return comfy.latent_formats
+    return SimpleNamespace(formats=comfy.latent_formats, models=comfy.supported_models, node=model_family)
+
+
+@pytest.fixture(scope="module")
+def latent_formats(comfy) -> ModuleType:
+    return comfy.formats
 
 
 def _format(latent_formats: ModuleType, family: str):
-    """An instance of the ComfyUI latent format class that matches ``family``."""
-    return getattr(latent_formats, COMFY_FORMAT[family])()
+    """An instance of the (first) ComfyUI latent format class of ``family``'s row."""
+    return getattr(latent_formats, FAMILIES[family].comfy_formats[0])()
 
 
-def test_every_family_has_a_comfyui_format(latent_formats):
-    assert set(COMFY_FORMAT) == set(FAMILIES)
-    for name in COMFY_FORMAT.values():
-        assert issubclass(getattr(latent_formats, name), latent_formats.LatentFormat), name
+def _model_with(fmt) -> SimpleNamespace:
+    """A stand-in ComfyUI MODEL (patcher -> BaseModel -> latent_format) carrying ``fmt``."""
+    return SimpleNamespace(model=SimpleNamespace(latent_format=fmt))
+
+
+def test_node_mapping_is_the_tables(comfy):
+    assert comfy.node.LATENT_FORMATS == comfy_format_families()
+    assert set(comfy.node.LATENT_FORMATS.values()) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_format_class_exists_and_maps_back_to_its_family(comfy, family):
+    """Each format class named in the row is in ComfyUI and, through the node's MRO lookup, resolves to the row
+    (a subclass listed under another family, like Flux under SD3, must not win)."""
+    for name in FAMILIES[family].comfy_formats:
+        cls = getattr(comfy.formats, name)
+        assert issubclass(cls, comfy.formats.LatentFormat), name
+        fam, fmt = comfy.node.family_of_model(_model_with(cls()))
+        assert fam is not None and fam.name == family and fmt == name
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_models_a_row_names_work_in_its_latent_space(comfy, family):
+    """Every model the row names (tooltips, errors, README) is a ComfyUI model whose latent format maps to the row."""
+    for model in FAMILIES[family].models.split(", "):
+        assert model in SUPPORTED_MODEL or model in OTHER_ROUTE, f"{model!r}: say how ComfyUI serves it"
+        if model in SUPPORTED_MODEL:
+            fmt = getattr(comfy.models, SUPPORTED_MODEL[model]).latent_format()
+        else:
+            fmt = getattr(comfy.formats, OTHER_ROUTE[model])()
+        fam, _ = comfy.node.family_of_model(_model_with(fmt))
+        assert fam is not None and fam.name == family, model
+
+
+def test_family_check_names_both_families(comfy):
+    lua = SimpleNamespace(family=FAMILIES["sd15"], path=None)
+    with pytest.raises(ValueError, match=r"is an SD1\.5 adapter .* SDXL latents .* pick an SDXL adapter"):
+        comfy.node.check_model_family(lua, _model_with(comfy.formats.SDXL()), "node")
+    with pytest.raises(ValueError, match=r"Mochi latent space.*LUA covers the latents of SD1\.5 \(SD1\.x, SD2\.x\)"):
+        comfy.node.check_model_family(lua, _model_with(comfy.formats.Mochi()), "node")
+    comfy.node.check_model_family(lua, _model_with(comfy.formats.SD15()), "node")
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

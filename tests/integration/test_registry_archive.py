@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lua_core.families import FAMILIES
+
 REPO = Path(__file__).resolve().parents[2]
 # every test here runs child processes (git ls-files, ruff, a Python that imports ComfyUI)
 pytestmark = pytest.mark.slow
@@ -59,7 +61,7 @@ def test_archive_holds_the_pack_and_no_development_files(archive):
                    "lua_core/checkpoints/download.py", "weights_manifest.json", "web/docs/LUAModelLoader.md",
                    "workflows/lua_image_upscale_x2_x4.json", "workflows/lua_image_upscale_x2_x4.jpg"):
         assert needed in archive, needed
-    assert {f"weights/lua_light_{f}.safetensors" for f in ("sd15", "sdxl", "sd3", "flux1", "flux2")} <= set(archive)
+    assert {f"weights/lua_light_{f}.safetensors" for f in FAMILIES} <= set(archive)
     assert not [p for p in archive if p.startswith(("lua_core/train/", "lua_core/eval/", "lua_core/bench/",
                                                     "lua_core/toolkit/"))]
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from lua_core.checkpoints.manifest import Manifest
+from lua_core.families import get_family
 from tests.browser.workflow_support import (
     FAMILY,
     INPUT_IMAGE,
@@ -147,7 +148,7 @@ def test_model_files_are_listed_for_download(path: Path):
 
 
 def lua_tae(family: str) -> str:
-    return {"sd15": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux1": "taef1"}[family]
+    return get_family(family).tae_name
 
 
 def test_official_checkpoint_is_fetched_by_the_loader():

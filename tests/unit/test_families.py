@@ -1,20 +1,90 @@
-"""Latent families: downscale, FLUX.2 packing, conversions, lookup.
+"""Latent families: the family table, what derives from it, downscale, FLUX.2 packing, conversions, lookup.
 
-Channel counts, scale/shift factors and FLUX.2's packing are compared with ComfyUI's own
-``comfy.latent_formats`` in ``tests/integration/test_families_comfyui.py``.
+Channel counts, scale/shift factors, FLUX.2's packing and the format class names are compared with
+ComfyUI's own ``comfy.latent_formats`` in ``tests/integration/test_families_comfyui.py``.
 """
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from lua_core.families import FAMILIES, batch_norm_stats, families_for_channels, get_family
+from lua_core import tae as T
+from lua_core.families import (
+    FAMILIES,
+    batch_norm_stats,
+    channel_twins,
+    comfy_format_families,
+    family_names,
+    family_of_tae,
+    get_family,
+    served_models,
+)
+from lua_core.model.teacher_skip import TeacherSkip
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_downscale_and_channel_lookup():
+def test_downscale_and_channel_twins():
     downscale = {n: f.comfy_downscale for n, f in FAMILIES.items()}
     assert downscale == {"sd15": 8, "sdxl": 8, "sd3": 8, "flux1": 8, "flux2": 16}
-    assert {f.name for f in families_for_channels(16)} == {"sd3", "flux1"}
+    assert [tuple(f.name for f in g) for g in channel_twins()] == [("sd15", "sdxl"), ("sd3", "flux1")]
+
+
+def test_every_row_is_complete():
+    """A row names its ComfyUI formats, the models it serves and its tiny autoencoder; names are unique."""
+    formats = [fmt for f in FAMILIES.values() for fmt in f.comfy_formats]
+    assert len(formats) == len(set(formats)), "a ComfyUI latent format belongs to one family"
+    taes = [f.tae_name for f in FAMILIES.values()]
+    assert len(taes) == len(set(taes)) and all(taes)
+    for f in FAMILIES.values():
+        assert f.comfy_formats and f.models and f.label, f.name
+        assert f.packed == (f.pack > 1) and f.comfy_channels == f.model_channels * f.pack ** 2
+        assert not f.batch_norm or f.packed, "the batch-norm normalisation is applied to the packed latent"
+
+
+def test_tae_tables_derive_from_the_family_table():
+    assert T.TAE_NAMES == tuple(f.tae_name for f in FAMILIES.values())
+    for f in FAMILIES.values():
+        assert family_of_tae(f.tae_name) is f
+    with pytest.raises(ValueError, match="unknown tiny autoencoder 'taefoo'; known: taesd, "):
+        family_of_tae("taefoo")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_tae_layout_from_the_row_loads_the_shared_files(family):
+    """The row's channels and GroupNorm flag build exactly the layout of the family's tiny-autoencoder files,
+    and the teacher skip (the same flag) takes those tensors: a wrong flag or channel count fails here."""
+    fam = get_family(family)
+    tae = T.load_tae(fam)
+    assert tae.latent_channels == fam.model_channels
+    assert tae.encoder[-1].out_channels == tae.decoder[1].in_channels == fam.model_channels
+    has_branch = any(isinstance(m, T.GroupNormBranch) for m in tae.modules())
+    assert has_branch == fam.tae_groupnorm
+    skip = TeacherSkip(fam.model_channels, fam.tae_groupnorm)
+    skip.encoder.load_state_dict(tae.encoder.state_dict())  # strict: same keys and shapes
+    skip.decoder.load_state_dict(tae.decoder.state_dict())
+
+
+def test_text_lists_come_from_the_table():
+    assert family_names() == ", ".join(FAMILIES)
+    assert family_names(" or ").endswith("flux1 or flux2")
+    assert comfy_format_families() == {fmt: f.name for f in FAMILIES.values() for fmt in f.comfy_formats}
+    for f in FAMILIES.values():
+        assert f"{f.label} ({f.models})" in served_models()
+    assert "Z-Image" in served_models() and "Chroma" in served_models() and "klein" in served_models()
+
+
+def test_readme_family_table_matches_the_table():
+    """The README's latent-family table lists every row with its formats, models and tiny autoencoder."""
+    text = (REPO / "README.md").read_text().split("\n## Latent families\n", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| [^|]* \(`(\w+)`\) \|.*$", text, re.M)}
+    assert set(rows) == set(FAMILIES)
+    for f in FAMILIES.values():
+        formats = ", ".join(f"`{fmt}`" for fmt in f.comfy_formats)
+        assert rows[f.name] == f"| {f.label} (`{f.name}`) | {formats} | {f.models} | `{f.tae_name}` |", f.name
 
 
 def test_flux2_pack_order_and_normalisation_match_comfyui():

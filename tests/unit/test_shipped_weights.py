@@ -14,6 +14,7 @@ import pytest
 
 from lua_core.checkpoints.manifest import REPO_ROOT, Manifest
 from lua_core.eval import evaluate
+from lua_core.families import get_family
 
 # evaluates every adapter in weights/ on real photographs (tens of seconds on a CPU)
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ MIN_GAIN_DB = 0.5  # dB over the best latent upscaler (the weakest bundled adapt
 @pytest.fixture(scope="module", params=BUNDLED, ids=[e.family for e in BUNDLED])
 def measured(request, shared_dir, one_torch_thread):
     entry = request.param
-    crop = CROP * (2 if entry.family == "flux2" else 1)  # FLUX.2's packed x4 input needs 64 px crops
+    crop = CROP * get_family(entry.family).pack  # a packed (FLUX.2) x4 input needs 64 px crops
     result = evaluate(None, REPO_ROOT / entry.bundled, shared_dir / "data" / "val", entry.scales, crop, IMAGES,
                       perceptual=False, only_paths=("lua", "lua_vae", "pixel_route", "vae_ceiling") + LATENT_PATHS)
     return entry, result

@@ -36,7 +36,7 @@ def val_crop() -> torch.Tensor:
     return center_crop(load_image(path, 128), 128)[None]
 
 
-@pytest.mark.parametrize("family", ["sd15", "sdxl", "sd3", "flux1", "flux2"])
+@pytest.mark.parametrize("family", list(lua_core.FAMILIES))
 def test_tae_round_trip_per_family(family, val_crop):
     fam = lua_core.get_family(family)
     tae = T.load_tae(family)

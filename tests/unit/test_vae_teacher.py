@@ -26,7 +26,7 @@ def taes():
 
 def _teacher_model(factory, family, tae, gain=0.1):
     """A small teacher-skip adapter whose embedded tiny autoencoder is the family's."""
-    model = factory(family, skip="tae", tae_groupnorm=family == "flux2")
+    model = factory(family, skip="tae", tae_groupnorm=lua_core.get_family(family).tae_groupnorm)
     model.net.skip.encoder.load_state_dict(tae.encoder.state_dict())
     model.net.skip.decoder.load_state_dict(tae.decoder.state_dict())
     with torch.no_grad():
