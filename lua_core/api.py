@@ -5,6 +5,7 @@ model's family (raw values; ``[B, C, H, W]`` or video ``[B, C, T, H, W]``).
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import os
@@ -18,7 +19,8 @@ from einops import rearrange
 
 from .checkpoints.formats import METADATA_PREFIX, RawCheckpoint, config_from_metadata, json_metadata, load_into, read_checkpoint
 from .dtypes import DTYPES, dtype_from_name
-from .engine.memory import pass_memory
+from .engine.memory import default_budget
+from .engine.planning import TilePlan, check_tiling_options, make_tile_plan, plan_peak_bytes
 from .engine.runner import CancelFn, ProgressFn, run_network
 from .engine.vae_teacher import LatentVAE, vae_teacher
 from .errors import CheckpointError
@@ -66,6 +68,7 @@ class LUAModel:
     family: LatentFamily
     path: Optional[Path] = None
     metadata: dict[str, str] = field(default_factory=dict)
+    _casts: dict[tuple[torch.device, torch.dtype], LUANet] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def config(self):
@@ -99,7 +102,24 @@ class LUAModel:
     def to(self, device: Union[str, torch.device, None] = None, dtype: DTypeLike = None) -> "LUAModel":
         dev = torch.device(device) if device is not None else self.device
         self.net.to(device=dev, dtype=resolve_dtype(dtype, dev) if dtype is not None else self.dtype)
+        self.drop_casts()
         return self
+
+    def net_for(self, dtype: torch.dtype) -> LUANet:
+        """The network computing in ``dtype`` on the model's device: the network itself in its own dtype, else
+        a copy cast once and kept (the stored weights are never cast and back, which would round them)."""
+        if dtype == self.dtype:
+            return self.net
+        key = (self.device, dtype)
+        net = self._casts.get(key)
+        if net is None:
+            self.drop_casts()  # one cast copy at a time: its memory is outside any model manager's count
+            net = self._casts[key] = copy.deepcopy(self.net).to(dtype=dtype)
+        return net
+
+    def drop_casts(self) -> None:
+        """Free the cast copies of :meth:`net_for` (they are remade on demand)."""
+        self._casts.clear()
 
     def describe(self) -> str:
         name = self.path.name if self.path else "in-memory model"
@@ -197,17 +217,6 @@ def target_size(height: int, width: int, scale: Optional[float], size: Optional[
     return th, tw
 
 
-def _validate_options(tile_size: Any, tile_overlap: Any, memory_budget: Any) -> None:
-    """Type/range checks for the tiling options (ValueError naming the option)."""
-    for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap), ("memory_budget", memory_budget)):
-        if value is None:
-            continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an integer or None, got {value!r}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-
-
 def _area_on_cpu(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x.cpu(), size=size, mode="area").to(x.device)
 
@@ -249,38 +258,46 @@ class UpscalePlan:
     and runs it; :func:`upscale` plans and runs in one call.
 
     ``source`` and ``target`` are ``(height, width)`` in the latent's own units; ``head`` is the x2/x4
-    head that runs (None when the size does not change); ``tile_size`` 0 means automatic (one pass when
-    it fits the memory budget, else one chunked pass, else tiles), a positive size fixed tiles;
-    ``memory_required`` is what one plain pass over the whole batch needs beside the weights.
+    head that runs (None when the size does not change); ``dtype`` the compute dtype; ``tiles`` how the
+    network pass is split (None when no head runs or the batch is empty); ``memory_required`` the
+    estimated peak bytes of that pass beside the weights, the figure the split was fitted to.
     """
 
     source: tuple[int, int]
     target: tuple[int, int]
     head: Optional[int]
     frames: int
-    tile_size: int
-    tile_overlap: Optional[int]
+    dtype: torch.dtype
+    tiles: Optional[TilePlan]
     memory_required: int
 
 
 def plan_upscale(model: LUAModel, latent: torch.Tensor, scale: Optional[float] = 2, *,
                  size: Optional[tuple[int, int]] = None, tile_size: Optional[int] = 0,
-                 tile_overlap: Optional[int] = None) -> UpscalePlan:
-    """Check the latent and the options against ``model`` and decide the head, size, memory and tiling.
+                 tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
+                 memory_budget: Optional[int] = None) -> UpscalePlan:
+    """Check the latent and the options against ``model`` and decide the head, size, dtype, tiling and memory.
 
-    Raises ValueError naming the problem (wrong channels, NaN, a shrinking size, a factor above the
-    largest head, a negative tile size ...).
+    ``memory_budget`` (bytes) None: a share of the free memory of the model's device.  Raises ValueError
+    naming the problem (wrong channels, NaN, a shrinking size, a factor above the largest head, a negative
+    tile size ...).
     """
     validate_latent(model, latent)
-    _validate_options(tile_size, tile_overlap, None)
+    tile_size = check_tiling_options(tile_size, tile_overlap, memory_budget)
     h, w = latent.shape[-2:]
     th, tw = target_size(h, w, None if size is not None else scale, size)
     # the factor is checked even for an empty batch, so a call never passes or fails depending on the batch size
     head = choose_head(model.scales, max(th / h, tw / w)) if (th, tw) != (h, w) else None
+    compute = resolve_dtype(dtype, model.device) if dtype is not None else model.dtype
     frames = int(latent.shape[2]) if latent.ndim == 5 else 1  # video latents run frame by frame as one batch
-    pixels = int(latent.shape[0]) * frames * h * w * model.family.pack ** 2
-    need = pass_memory(model.config, head, pixels, model.dtype) if head else 0
-    return UpscalePlan((h, w), (th, tw), head, frames, int(tile_size or 0), tile_overlap, need)
+    batch = int(latent.shape[0]) * frames
+    if head is None or batch == 0:
+        return UpscalePlan((h, w), (th, tw), head, frames, compute, None, 0)
+    budget = default_budget(model.device) if memory_budget is None else int(memory_budget)
+    mh, mw = h * model.family.pack, w * model.family.pack  # the network's (model-layout) size
+    tiles = make_tile_plan(model.config, head, batch, mh, mw, compute, model.device, tile_size, tile_overlap, budget)
+    need = plan_peak_bytes(model.config, head, tiles, mh, mw, compute)
+    return UpscalePlan((h, w), (th, tw), head, frames, compute, tiles, need)
 
 
 def plan_teacher(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, vae: LatentVAE) -> Optional[torch.Tensor]:
@@ -296,8 +313,7 @@ def plan_teacher(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, vae: 
     return vae_teacher(vae, x, plan.head, model.family)
 
 
-def run_plan(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, *, dtype: DTypeLike = None,
-             memory_budget: Optional[int] = None, progress: Optional[ProgressFn] = None,
+def run_plan(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, *, progress: Optional[ProgressFn] = None,
              cancel: Optional[CancelFn] = None, vae: Optional[LatentVAE] = None,
              teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Run a plan from :func:`plan_upscale` on the latent it was made for (``vae``: see :func:`upscale`;
@@ -305,7 +321,6 @@ def run_plan(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, *, dtype:
     if tuple(latent.shape[-2:]) != plan.source:
         raise ValueError(f"this plan is for a {plan.source[0]}x{plan.source[1]} latent, "
                          f"got {latent.shape[-2]}x{latent.shape[-1]}")
-    _validate_options(None, None, memory_budget)
     if vae is not None and teacher is None:
         teacher = plan_teacher(model, latent, plan, vae)
     video = latent.ndim == 5
@@ -314,42 +329,32 @@ def run_plan(model: LUAModel, latent: torch.Tensor, plan: UpscalePlan, *, dtype:
     if x.shape[0] == 0 or plan.head is None:
         out = x.new_empty(x.shape[0], x.shape[1], th, tw) if x.shape[0] == 0 else x.clone()
     else:
-        out = _run_head(model, x, plan, dtype, memory_budget, progress, cancel, teacher).to(latent.device, latent.dtype)
+        out = _run_head(model, x, plan, progress, cancel, teacher).to(latent.device, latent.dtype)
         if not torch.isfinite(out).all():
             # finite input, non-finite output: values beyond what the compute or the latent's dtype can hold
-            compute = resolve_dtype(dtype, model.device) if dtype is not None else model.dtype
             raise ValueError(f"the upscaled latent contains NaN or Inf: the input's values (up to "
                              f"{float(latent.abs().max()):.3g}) are out of range for "
-                             f"{str(compute).replace('torch.', '')} compute and a "
+                             f"{str(plan.dtype).replace('torch.', '')} compute and a "
                              f"{str(latent.dtype).replace('torch.', '')} result (is this a raw latent? try fp32)")
     if video:
         out = rearrange(out, "(b t) c h w -> b c t h w", t=plan.frames)
     return out.contiguous()
 
 
-def _run_head(model: LUAModel, x: torch.Tensor, plan: UpscalePlan, dtype: DTypeLike, memory_budget: Optional[int],
-              progress: Optional[ProgressFn], cancel: Optional[CancelFn],
-              teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _run_head(model: LUAModel, x: torch.Tensor, plan: UpscalePlan, progress: Optional[ProgressFn],
+              cancel: Optional[CancelFn], teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The network pass of a plan on ``(B, C, H, W)`` ComfyUI latents, resized to the exact target."""
-    stored = model.dtype
-    compute = resolve_dtype(dtype, model.device) if dtype is not None else stored
     fam = model.family
-    assert plan.head is not None
+    assert plan.head is not None and plan.tiles is not None
     if teacher is not None:
         want = (x.shape[0], fam.model_channels, plan.source[0] * plan.head * fam.pack, plan.source[1] * plan.head * fam.pack)
         if tuple(teacher.shape) != want:
             raise ValueError(f"the teacher has shape {tuple(teacher.shape)}, this plan needs {want}")
-        teacher = teacher.to(model.device, compute)
-    z = fam.to_model(x.to(model.device, compute).contiguous())
-    try:
-        if compute != stored:
-            model.net.to(dtype=compute)
-        with torch.inference_mode():
-            y = run_network(model.net, z, plan.head, tile_size=plan.tile_size, tile_overlap=plan.tile_overlap,
-                            memory_budget=memory_budget, progress=progress, cancel=cancel, teacher=teacher)
-    finally:
-        if compute != stored:
-            model.net.to(dtype=stored)
+        teacher = teacher.to(model.device, plan.dtype)
+    z = fam.to_model(x.to(model.device, plan.dtype).contiguous())
+    with torch.inference_mode():
+        y = run_network(model.net_for(plan.dtype), z, plan.head, plan=plan.tiles, progress=progress, cancel=cancel,
+                        teacher=teacher)
     mh, mw = plan.target[0] * fam.pack, plan.target[1] * fam.pack
     if y.shape[-2:] != (mh, mw):
         y = resize_area(y.float(), (mh, mw))
@@ -372,6 +377,6 @@ def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Op
     -> latent, both in the ComfyUI LATENT convention) to make the teacher with instead of the adapter's tiny
     autoencoder (:mod:`lua_core.engine.vae_teacher`; one decode at base size and one encode at the head's size).
     """
-    plan = plan_upscale(model, latent, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap)
-    return run_plan(model, latent, plan, dtype=dtype, memory_budget=memory_budget, progress=progress, cancel=cancel,
-                    vae=vae)
+    plan = plan_upscale(model, latent, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap, dtype=dtype,
+                        memory_budget=memory_budget)
+    return run_plan(model, latent, plan, progress=progress, cancel=cancel, vae=vae)

@@ -96,10 +96,14 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
         logger.warning("LUA: %s was trained on the VAE's own decode: connect the vae input of %s (the VAE you decode "
                        "with); without it the adapter falls back to its tiny autoencoder, a preview below VAE Decode "
                        "-> Upscale Image", model.describe(), what)
-    plan = plan_upscale(model, x, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap)
+    device = lua_model.patcher.load_device
+    # on a GPU ComfyUI knows the free memory; on the CPU the core's capped default keeps RSS bounded
+    budget = budget_from_free(mm.get_free_memory(device)) if device.type != "cpu" else None
+    plan = plan_upscale(model, x, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap,
+                        memory_budget=budget)
     # the VAE's passes first: loading the VAE may make ComfyUI offload other models, the adapter included
     teacher = plan_teacher(model, x, plan, teacher_vae) if teacher_vae is not None else None
-    lua_model.load(plan.memory_required)
+    lua_model.load(plan.memory_required)  # the plan's own peak: what the engine runs on
     bar = comfy.utils.ProgressBar(1)
 
     def progress(done: int, total: int) -> None:
@@ -109,10 +113,7 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
         mm.throw_exception_if_processing_interrupted()
         return False
 
-    device = lua_model.patcher.load_device
-    # on a GPU ComfyUI knows the free memory; on the CPU the core's capped default keeps RSS bounded
-    budget = budget_from_free(mm.get_free_memory(device)) if device.type != "cpu" else None
-    out = run_plan(model, x, plan, memory_budget=budget, progress=progress, cancel=cancel, teacher=teacher)
+    out = run_plan(model, x, plan, progress=progress, cancel=cancel, teacher=teacher)
     result = dict(samples)
     result["samples"] = out
     if isinstance(samples.get("noise_mask"), torch.Tensor):

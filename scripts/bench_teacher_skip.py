@@ -46,7 +46,7 @@ def main() -> int:
     with torch.inference_mode():
         for s in (int(v) for v in a.scales.split(",")):
             lua = median_time(lambda: net(z, s), a.rounds)
-            x = (z - net.config.in_shift) * net.config.in_scale
+            x = net.normalise(z)
             skip = median_time(lambda: net.skip.teacher(x, s), a.rounds) if net.skip is not None else 0.0
             big = torch.randn(1, fam.model_channels, a.latent * s, a.latent * s)
             residual = median_time(lambda: net(z, s, teacher=big), a.rounds)

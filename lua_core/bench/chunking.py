@@ -40,6 +40,8 @@ from typing import Any, Optional
 
 import torch
 
+from ..engine.planning import TilePlan, plan_tiles
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,7 +66,6 @@ def _setup(config: str, size: int, scale: int, seed: int = 0):
 def resolve(net, z: torch.Tensor, scale: int, mode: dict):
     """The engine plan of one mode (``plain``, ``auto`` with a budget, ``tiles`` with a budget)."""
     from ..engine.memory import auto_tile_shape, bytes_per_pixel
-    from ..engine.runner import TilePlan, plan_tiles
 
     n = z.shape[-1] * z.shape[-2]
     budget = None
@@ -73,19 +74,19 @@ def resolve(net, z: torch.Tensor, scale: int, mode: dict):
     if mode["kind"] == "plain":
         return plan_tiles(net, z, scale, 0, None, None), budget
     if mode["kind"] == "auto":
-        return plan_tiles(net, z, scale, None, None, budget), budget
+        return plan_tiles(net, z, scale, 0, None, budget), budget
     w = net.config.window_size
     th, tw = auto_tile_shape(net.config, scale, 1, z.shape[-2], z.shape[-1], z.dtype, budget, z.device, w)
-    return TilePlan(th, w if th else 0, 1, tw if tw != th else None), budget
+    return TilePlan(th, tw if th else 0, w if th else 0, 1), budget
 
 
 def _describe(net, z: torch.Tensor, plan) -> dict:
-    from ..engine.tiling import count_tiles, pixel_overhead
+    from ..model.tiling import count_tiles, pixel_overhead
 
     h, w = z.shape[-2:]
     win = net.config.window_size
     out: dict[str, Any] = {"tiles": 1, "tile": 0, "overlap": 0, "pixel_overhead": 0.0, "chunks": None}
-    if plan.tile:
+    if plan.tiled:
         out.update(tiles=count_tiles(h, w, plan.shape, plan.overlap, win), tile=list(plan.shape),
                    overlap=plan.overlap, pixel_overhead=pixel_overhead(h, w, plan.shape, plan.overlap, win) - 1.0)
     if plan.chunks is not None:
@@ -104,7 +105,7 @@ def child_memory(spec: dict) -> dict:
     net, z = _setup(spec["config"], spec["size"], spec["scale"])
     plan, budget = resolve(net, z, spec["scale"], spec["mode"])
     with torch.inference_mode():
-        _run(net, z[..., :16, :16].contiguous(), spec["scale"], plan.__class__(0, 0, 1, None, plan.chunks))
+        _run(net, z[..., :16, :16].contiguous(), spec["scale"], TilePlan(0, 0, 0, 1, plan.chunks))
         before_max = _peak_rss_mb()
         base = _rss_now_mb()
         t0 = time.perf_counter()

@@ -18,8 +18,9 @@ import time
 import torch
 
 
-def run_case(config: str, size: int, scale: int, tile: int | None, overlap: int | None) -> dict:
-    from lua_core.engine.runner import plan_tiles, run_network
+def run_case(config: str, size: int, scale: int, tile: int, overlap: int | None) -> dict:
+    from lua_core.engine.planning import plan_tiles
+    from lua_core.engine.runner import run_network
     from lua_core.model import LUANet, preset
 
     torch.manual_seed(0)
@@ -29,10 +30,11 @@ def run_case(config: str, size: int, scale: int, tile: int | None, overlap: int 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = run_network(net, z, scale, tile_size=tile, tile_overlap=overlap)
+        out = run_network(net, z, scale, plan=plan)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"config": config, "latent": size, "scale": scale, "tile": plan.tile, "overlap": plan.overlap,
+    return {"config": config, "latent": size, "scale": scale, "tile": list(plan.shape) if plan.tiled else 0,
+            "overlap": plan.overlap,
             "seconds": round(seconds, 2), "peak_rss_mb": round(peak / 1024, 1),
             "rss_before_run_mb": round(base / 1024, 1), "output": list(out.shape)}
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="light", choices=["light", "paper"])
     p.add_argument("--size", type=int, default=256, help="latent side")
     p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--tile", type=int, default=None, help="tile side (default automatic, 0 = untiled)")
+    p.add_argument("--tile", type=int, default=0, help="tile side (0, the default: automatic)")
     p.add_argument("--overlap", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON line (used for child processes)")
     p.add_argument("--all", action="store_true", help="run the README's cases, each in its own process")

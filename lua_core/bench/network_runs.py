@@ -5,9 +5,10 @@ from typing import Callable
 
 import torch
 
-from ..engine.runner import TilePlan, plan_tiles, run_network
-from ..engine.tiling import count_tiles, pixel_overhead
+from ..engine.planning import TilePlan, plan_tiles
+from ..engine.runner import run_network
 from ..model import LUANet
+from ..model.tiling import count_tiles, pixel_overhead
 from ..toolkit.clock import timed
 from .baseline import plain_forward
 from .models import lua_config
@@ -65,7 +66,7 @@ def run_tiling(spec: dict) -> dict:
         result = {"samples": samples, "rss_after_build_mb": rss_built, "peak_rss_mb": peak_rss_mb(),
                   "plan": plan_summary(plan, n, net.config.window_size)}
         record_device_peak(result, device)
-        if plan.tile or plan.chunks is not None:
+        if plan.tiled or plan.chunks is not None:
             ref = net(z, s)
             result["max_abs_diff_vs_untiled"] = float((out - ref).abs().max())
             result["mean_abs_diff_vs_untiled"] = float((out - ref).abs().mean())
@@ -75,7 +76,7 @@ def run_tiling(spec: dict) -> dict:
 def plan_summary(plan: TilePlan, n: int, window: int) -> dict:
     """Tile shape, overlap, tile count, pixel factor and chunking of ``plan`` on an ``n`` x ``n`` latent."""
     chunks = None if plan.chunks is None else {"trunk_px": plan.chunks.trunk, "head_rows": plan.chunks.head_rows(n)}
-    return {"tile": list(plan.shape) if plan.tile else 0, "overlap": plan.overlap,
-            "tiles": count_tiles(n, n, plan.shape, plan.overlap, window) if plan.tile else 1,
-            "pixel_overhead": pixel_overhead(n, n, plan.shape, plan.overlap, window) if plan.tile else 1.0,
+    return {"tile": list(plan.shape) if plan.tiled else 0, "overlap": plan.overlap,
+            "tiles": count_tiles(n, n, plan.shape, plan.overlap, window) if plan.tiled else 1,
+            "pixel_overhead": pixel_overhead(n, n, plan.shape, plan.overlap, window) if plan.tiled else 1.0,
             "chunks": chunks}

@@ -90,7 +90,7 @@ def _network_stage(net: torch.nn.Module, scale: int, compile_: bool) -> Callable
     if compile_:
         fwd = torch.compile(net)
         return lambda t: fwd(t, scale)
-    return lambda t: run_network(net, t, scale, tile_size=None)
+    return lambda t: run_network(net, t, scale, tile_size=0)
 
 
 def _bicubic(img: torch.Tensor, scale: int) -> torch.Tensor:

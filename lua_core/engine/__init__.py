@@ -1,5 +1,6 @@
-"""Inference engine: tiling, memory planning, progress and cancellation."""
+"""Inference engine: plan a pass (plain, chunked or tiled), then run it with progress and cancel."""
 from ..errors import UpscaleCancelled
-from .runner import TilePlan, plan_tiles, run_network
+from .planning import TilePlan, make_tile_plan, plan_peak_bytes, plan_tiles
+from .runner import run_network
 
-__all__ = ["UpscaleCancelled", "TilePlan", "plan_tiles", "run_network"]
+__all__ = ["UpscaleCancelled", "TilePlan", "make_tile_plan", "plan_peak_bytes", "plan_tiles", "run_network"]

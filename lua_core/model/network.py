@@ -1,6 +1,6 @@
 """The LUA network: a shared SwinIR-style trunk and one pixel-shuffle head per scale.
 
-``forward(z, scale, chunks=Chunks(...))`` is the memory-bounded inference pass the
+``forward(z, head, chunks=Chunks(...))`` is the memory-bounded inference pass the
 engine uses when one plain pass would not fit its memory budget.  It computes the same
 numbers as the plain pass (the same operations on the same values; measured on CPU
 bit-identical in most cases, max abs diff <= 5e-7 in fp32) with no overlap and no
@@ -18,7 +18,6 @@ recompute, keeping only
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -26,60 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LUAConfig
-from .swin import RSTB, conv_rows, row_bands
+from .streaming import Chunks, ConvStream, add_bicubic_rows, conv_rows, row_bands
+from .swin import RSTB
 from .teacher_skip import TeacherSkip
-
-
-@dataclass(frozen=True)
-class Chunks:
-    """Band sizes of the memory-bounded pass, in latent pixels per image.
-
-    ``trunk``: at most this many pixels per chunk of the transformer trunk (whole
-    windows for attention + MLP, at least one; whole rows for the norms and convs, at
-    least one); ``head``: input pixels per row band of the upsampling head (whole rows,
-    at least one).
-    """
-
-    trunk: int
-    head: int
-
-    def head_rows(self, width: int) -> int:
-        """Rows per head band for a (padded) latent ``width`` wide."""
-        return max(1, self.head // max(width, 1))
-
-
-class _ConvStream:
-    """A 3x3, stride-1, padding-1 conv applied to a map that arrives in bands of rows, top to bottom.
-
-    Keeps the last two input rows between bands (a zero row stands in above the top and
-    below the bottom, as the conv's padding), so each output row is computed exactly once
-    from exactly the rows the full conv would use.
-    """
-
-    def __init__(self, conv: nn.Conv2d, post: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.conv, self.post = conv, post
-        self.carry: Optional[torch.Tensor] = None
-
-    def push(self, rows: Optional[torch.Tensor], last: bool) -> Optional[torch.Tensor]:
-        if rows is None and not last:
-            return None
-        ref = rows if rows is not None else self.carry
-        assert ref is not None
-        # channels-last like the bands: torch.cat of mixed layouts falls back to NCHW (another conv kernel)
-        zero = ref.new_zeros(ref.shape[0], ref.shape[1], 1, ref.shape[3]).contiguous(memory_format=torch.channels_last)
-        parts = [zero if self.carry is None else self.carry]
-        if rows is not None:
-            parts.append(rows)
-        if last:
-            parts.append(zero)
-        buf = torch.cat(parts, 2)
-        del parts, rows
-        self.carry = None if last else buf[:, :, -2:].clone()
-        if buf.shape[2] < 3:
-            return None
-        out = F.conv2d(buf, self.conv.weight, self.conv.bias, stride=1, padding=(0, 1))
-        del buf
-        return self.post(out)
+from .tiling import pad_to_multiple
 
 
 class PatchEmbed(nn.Module):
@@ -114,11 +63,11 @@ class UpscaleHead(nn.Module):
         """
         act = self.conv_before[1]
         slope = act.negative_slope
-        stages = [_ConvStream(self.conv_before[0], lambda t: F.leaky_relu_(t, slope))]
+        stages = [ConvStream(self.conv_before[0], lambda t: F.leaky_relu_(t, slope))]
         mods = list(self.upsample)
         for conv, shuffle in zip(mods[0::2], mods[1::2]):
-            stages.append(_ConvStream(conv, lambda t, ps=shuffle: F.pixel_shuffle(t, ps.upscale_factor)))
-        stages.append(_ConvStream(self.conv_last, lambda t: t))
+            stages.append(ConvStream(conv, lambda t, ps=shuffle: F.pixel_shuffle(t, ps.upscale_factor)))
+        stages.append(ConvStream(self.conv_last, lambda t: t))
         done = 0
         h = x.shape[2]
         for a, b in row_bands(h, rows):
@@ -132,38 +81,6 @@ class UpscaleHead(nn.Module):
                 sink(t, done)
                 done += t.shape[2]
                 del t
-
-
-def round_up(n: int, multiple: int) -> int:
-    """``n`` rounded up to a multiple of ``multiple`` (a side padded to whole windows)."""
-    return -(-n // multiple) * multiple
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right to a multiple of ``multiple``: reflect where the size allows, replicate beyond."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    while ph or pw:
-        # reflect needs pad < size; a tiny latent gets reflected as far as possible, then replicated
-        rh, rw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
-        if rh == 0 and rw == 0:
-            return F.pad(x, (0, pw, 0, ph), mode="replicate")
-        x = F.pad(x, (0, rw, 0, rh), mode="reflect")
-        ph, pw = ph - rh, pw - rw
-    return x
-
-
-def add_bicubic_rows(out: torch.Tensor, x: torch.Tensor, scale: int, rows: int) -> None:
-    """``out += bicubic(x, scale)`` (align_corners=False), computed in bands of ``rows`` input rows.
-
-    Each band reads two rows of halo on either side, clamped at the edges exactly as
-    the full interpolation clamps, so the sum is the full interpolation's.
-    """
-    h = x.shape[2]
-    for a, b in row_bands(h, rows):
-        lo, hi = max(a - 2, 0), min(b + 2, h)
-        up = F.interpolate(x[:, :, lo:hi], scale_factor=scale, mode="bicubic", align_corners=False)
-        out[:, :, a * scale:b * scale] += up[:, :, (a - lo) * scale:(b - lo) * scale]
 
 
 class LUANet(nn.Module):
@@ -242,9 +159,22 @@ class LUANet(nn.Module):
                       out=feats[:, :, a:e])
         return feats
 
-    def forward(self, z: torch.Tensor, scale: int = 2, skip: bool = True, *,
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        """A raw latent in the units the network works in (the config's ``in_shift``/``in_scale``)."""
+        cfg = self.config
+        return (z - cfg.in_shift) * cfg.in_scale if (cfg.in_shift or cfg.in_scale != 1.0) else z
+
+    def denormalise(self, out: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """The network's output back in raw latent units (the inverse of :meth:`normalise`)."""
+        cfg = self.config
+        if not (cfg.in_shift or cfg.in_scale != 1.0):
+            return out
+        return out.div_(cfg.in_scale).add_(cfg.in_shift) if in_place else out / cfg.in_scale + cfg.in_shift
+
+    def forward(self, z: torch.Tensor, head: int = 2, skip: bool = True, *,
                 chunks: Optional[Chunks] = None, teacher: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``skip=False`` leaves out the skip (the tiled engine adds it once over the whole latent).
+        """The ``x{head}`` upscale of a raw latent.  ``skip=False`` leaves out the skip (the tiled engine
+        adds it once over the whole latent).
 
         ``chunks`` selects the memory-bounded pass (same numbers, bounded temporaries; see
         the module docstring); it is ignored while autograd records.  ``teacher`` (a ``tae``-skip
@@ -252,65 +182,69 @@ class LUANet(nn.Module):
         teacher, e.g. ``encode(bicubic(decode(z)))`` with the user's full VAE.
         """
         if teacher is not None:
-            return self.forward(z, scale, False, chunks=chunks) + self.external_skip_term(teacher)
-        if scale not in self.config.scales:
-            raise ValueError(f"this LUA model has heads for scales {list(self.config.scales)}, not x{scale}")
-        cfg = self.config
+            return self.forward(z, head, False, chunks=chunks) + self.external_skip_term(teacher)
+        if head not in self.config.scales:
+            raise ValueError(f"this LUA model has heads for scales {list(self.config.scales)}, not x{head}")
         h, w = z.shape[-2:]
-        x = (z - cfg.in_shift) * cfg.in_scale if (cfg.in_shift or cfg.in_scale != 1.0) else z
+        x = self.normalise(z)
         recording = torch.is_grad_enabled() and (z.requires_grad or self.conv_first.weight.requires_grad)
         if chunks is not None and not recording:
-            return self._forward_chunked(x, scale, skip, chunks)
-        out = self.heads[f"x{scale}"](self.features(pad_to_multiple(x, cfg.window_size)))
-        out = self._add_skip(out[..., : h * scale, : w * scale], x, scale, skip)
-        if cfg.in_shift or cfg.in_scale != 1.0:
-            out = out / cfg.in_scale + cfg.in_shift
-        return out.contiguous()
+            return self._forward_chunked(x, head, skip, chunks)
+        out = self.heads[f"x{head}"](self.features(pad_to_multiple(x, self.config.window_size)))
+        out = self.add_skip(out[..., : h * head, : w * head], x, head, skip)
+        return self.denormalise(out).contiguous()
 
-    def _forward_chunked(self, x: torch.Tensor, scale: int, skip: bool, chunks: Chunks) -> torch.Tensor:
-        cfg = self.config
+    def _forward_chunked(self, x: torch.Tensor, head: int, skip: bool, chunks: Chunks) -> torch.Tensor:
         b, c, h, w = x.shape
-        xp = pad_to_multiple(x, cfg.window_size)
+        xp = pad_to_multiple(x, self.config.window_size)
         feats = self.features_chunked(xp, chunks.trunk)
         del xp
-        out = x.new_empty(b, c, h * scale, w * scale)
+        out = x.new_empty(b, c, h * head, w * head)
 
         def sink(band: torch.Tensor, start: int) -> None:
-            stop = min(start + band.shape[2], h * scale)
+            stop = min(start + band.shape[2], h * head)
             if stop > start:
-                out[:, :, start:stop] = band[:, :, : stop - start, : w * scale]
+                out[:, :, start:stop] = band[:, :, : stop - start, : w * head]
 
         head_rows = chunks.head_rows(feats.shape[-1])
-        self.heads[f"x{scale}"].forward_banded(feats, head_rows, sink)
+        self.heads[f"x{head}"].forward_banded(feats, head_rows, sink)
         del feats
-        if self.skip is not None:
-            out.mul_(self.skip.gain)
-            if skip:
-                out.add_(self.skip.teacher(x, scale))
-        elif skip and cfg.skip == "bicubic":
-            add_bicubic_rows(out, x, scale, head_rows)
-        if cfg.in_shift or cfg.in_scale != 1.0:
-            out.div_(cfg.in_scale).add_(cfg.in_shift)
-        return out
+        return self.denormalise(self.add_skip(out, x, head, skip, rows=head_rows), in_place=True)
 
-    def _add_skip(self, out: torch.Tensor, x: torch.Tensor, scale: int, skip: bool) -> torch.Tensor:
-        """Head output ``out`` (normalised units) plus the skip of ``x``; the ``tae`` gain applies even without it."""
+    def skip_of(self, x: torch.Tensor, head: int) -> Optional[torch.Tensor]:
+        """The skip of a normalised latent ``x`` at ``head`` x its size, in network units: the teacher
+        (``tae``), the bicubic upsample (``bicubic``), or None (``none``)."""
         if self.skip is not None:
-            out = out * self.skip.gain
-            return out + self.skip.teacher(x, scale) if skip else out
+            return self.skip.teacher(x, head)
+        if self.config.skip == "bicubic":
+            return F.interpolate(x, scale_factor=head, mode="bicubic", align_corners=False)
+        return None
+
+    def add_skip(self, out: torch.Tensor, x: torch.Tensor, head: int, skip: bool = True,
+                 rows: Optional[int] = None) -> torch.Tensor:
+        """Head output ``out`` (network units) plus the skip of ``x``; the ``tae`` gain applies even without it.
+
+        ``rows``: work in place on ``out`` and add a bicubic skip in bands of that many input rows
+        (the chunked pass, which never holds a second full-size map).
+        """
+        if self.skip is not None:
+            out = out.mul_(self.skip.gain) if rows is not None else out * self.skip.gain
+            if not skip:
+                return out
+            teacher = self.skip.teacher(x, head)
+            return out.add_(teacher) if rows is not None else out + teacher
         if skip and self.config.skip == "bicubic":
-            return out + F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+            if rows is None:
+                return out + F.interpolate(x, scale_factor=head, mode="bicubic", align_corners=False)
+            add_bicubic_rows(out, x, head, rows)
         return out
 
-    def skip_term(self, z: torch.Tensor, scale: int) -> torch.Tensor:
-        """The skip's contribution to ``forward``'s raw output (zero when the config has none)."""
-        cfg = self.config
-        if cfg.skip == "none":
+    def skip_term(self, z: torch.Tensor, head: int) -> torch.Tensor:
+        """The skip's contribution to ``forward``'s raw output for the raw latent ``z`` (zero without a skip)."""
+        term = self.skip_of(self.normalise(z), head)
+        if term is None:
             return torch.zeros((), dtype=z.dtype, device=z.device)
-        x = (z - cfg.in_shift) * cfg.in_scale
-        if self.skip is not None:
-            return self.skip.teacher(x, scale) / cfg.in_scale
-        return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) / cfg.in_scale
+        return term / self.config.in_scale
 
     def external_skip_term(self, teacher: torch.Tensor) -> torch.Tensor:
         """The skip term (as :meth:`skip_term`) of a teacher computed outside: a raw latent at the output size.
@@ -324,14 +258,13 @@ class LUANet(nn.Module):
 
     def forward_all(self, z: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every head on one shared trunk pass (used in multi-scale training)."""
-        cfg = self.config
         h, w = z.shape[-2:]
-        x = (z - cfg.in_shift) * cfg.in_scale
-        feats = self.features(pad_to_multiple(x, cfg.window_size))
+        x = self.normalise(z)
+        feats = self.features(pad_to_multiple(x, self.config.window_size))
         result = {}
-        for s in cfg.scales:
-            out = self._add_skip(self.heads[f"x{s}"](feats)[..., : h * s, : w * s], x, s, True)
-            result[s] = (out / cfg.in_scale + cfg.in_shift).contiguous()
+        for s in self.config.scales:
+            out = self.add_skip(self.heads[f"x{s}"](feats)[..., : h * s, : w * s], x, s)
+            result[s] = self.denormalise(out).contiguous()
         return result
 
     def num_parameters(self) -> int:

@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .streaming import conv_rows, row_bands
+
 MASK_FILL = -100.0
 _SHIFT_MASK_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _SHIFT_MASK_CACHE_SIZE = 16
@@ -92,11 +94,6 @@ def cached_shift_mask(h: int, w: int, window: int, shift: int, device: torch.dev
     return mask
 
 
-def clear_caches() -> None:
-    """Drop the memoised shift masks (e.g. to free memory)."""
-    _SHIFT_MASK_CACHE.clear()
-
-
 Band = tuple[int, tuple[tuple[int, int, int], ...], int]
 
 
@@ -148,12 +145,6 @@ def split_bands(bands: list[Band], max_windows: int, window: int) -> list[list[B
             chunks[-1].append((n, segs, kind))
             room -= n
     return chunks
-
-
-def row_bands(length: int, rows: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive bands of at most ``rows`` rows covering ``[0, length)``."""
-    rows = max(1, int(rows))
-    return [(a, min(a + rows, length)) for a in range(0, length, rows)]
 
 
 def _window_views(t: torch.Tensor, rows: Band, cols: Band):
@@ -440,17 +431,3 @@ class RSTB(nn.Module):
         for a, b in row_bands(x.shape[1], pixels // x.shape[2]):
             x[:, a:b].add_(conv_rows(self.conv, yc, a, b).permute(0, 2, 3, 1))
         return x
-
-
-def conv_rows(conv: nn.Conv2d, x: torch.Tensor, a: int, b: int) -> torch.Tensor:
-    """Rows ``[a, b)`` of ``conv(x)`` for a 3x3, stride-1, padding-1 ``conv`` on ``x`` ``(B, C, H, W)``.
-
-    Reads rows ``a-1 .. b`` of ``x`` (zero rows beyond the edges, as the conv's own
-    padding) and pads only the width, so the band is exactly those rows of the full conv.
-    """
-    h = x.shape[2]
-    piece = x[:, :, max(a - 1, 0):min(b + 1, h)]
-    top, bottom = int(a == 0), int(b == h)
-    if top or bottom:
-        piece = F.pad(piece, (0, 0, top, bottom))
-    return F.conv2d(piece, conv.weight, conv.bias, stride=1, padding=(0, 1))

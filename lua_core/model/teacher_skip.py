@@ -20,32 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tae import build_decoder, build_encoder
+from .tiling import run_with_context
 
 # Pixels per tile of the autoencoder passes (about 600 MB of fp32 activations per feature map).
 TILE_PIXELS = 1536 * 1536
 # Context around a tile, in latent pixels: measured on real latents, 16 makes tiled and whole
 # passes agree to < 1e-3 (decoder and encoder alike); 8 leaves seams of up to 0.3 in the encoder.
 TILE_MARGIN = 16
-
-
-def _tiles(h: int, w: int, core: int) -> list[tuple[int, int, int, int]]:
-    return [(t, l, min(t + core, h), min(l + core, w)) for t in range(0, h, core) for l in range(0, w, core)]
-
-
-def _tiled(fn, x: torch.Tensor, factor: float, core: int, margin: int) -> torch.Tensor:
-    """``fn`` over overlapping tiles of ``x`` (core ``core``, context ``margin``); output ``factor`` x the size."""
-    h, w = x.shape[-2:]
-    out: torch.Tensor | None = None
-    for top, left, bottom, right in _tiles(h, w, core):
-        t0, l0 = max(top - margin, 0), max(left - margin, 0)
-        y = fn(x[..., t0:min(bottom + margin, h), l0:min(right + margin, w)])
-        if out is None:
-            out = y.new_empty(*y.shape[:2], int(h * factor), int(w * factor))
-        f = lambda v: int(v * factor)  # noqa: E731
-        out[..., f(top):f(bottom), f(left):f(right)] = \
-            y[..., f(top - t0):f(bottom - t0), f(left - l0):f(right - l0)]
-    assert out is not None
-    return out
 
 
 class TeacherSkip(nn.Module):
@@ -81,9 +62,9 @@ class TeacherSkip(nn.Module):
             if h * w * 64 <= tile_pixels:
                 img = self._decode(x)
             else:
-                img = _tiled(self._decode, x, 8, max(side - 2 * margin, 1), margin)
+                img = run_with_context(self._decode, x, 8, max(side - 2 * margin, 1), margin)
             up = F.interpolate(img.clamp(0, 1), scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
             del img
             if h * w * 64 * scale * scale <= tile_pixels:
                 return self._encode(up)
-            return _tiled(self._encode, up, 1 / 8, 8 * max(side - 2 * margin, 1), 8 * margin)
+            return run_with_context(self._encode, up, 1 / 8, 8 * max(side - 2 * margin, 1), 8 * margin)

@@ -146,10 +146,9 @@ class Trainer:
         if self.is_main:
             self._log(msg)
 
-    def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        if self.cfg.loss.latent_space == "raw":
-            return z
-        return (z - self.mcfg.in_shift) * self.mcfg.in_scale
+    def loss_units(self, z: torch.Tensor) -> torch.Tensor:
+        """A raw latent in the units the latent losses compare: raw, or the network's (``LUANet.normalise``)."""
+        return z if self.cfg.loss.latent_space == "raw" else self.net.normalise(z)
 
     @property
     def store_pixels(self) -> bool:
@@ -208,7 +207,7 @@ class Trainer:
         d = self.cfg.data
         if self.is_main and d.val_images > 0 and self.validator is None:
             vals = pick_val_images(expand_path(d.val_dir), d.val_images)
-            self.validator = Validator(vals, self.vae, self.scales, d.val_crop, self.normalize, self.device)
+            self.validator = Validator(vals, self.vae, self.scales, d.val_crop, self.loss_units, self.device)
 
     # ------------------------------------------------------------------ state
     @property
@@ -302,8 +301,8 @@ class Trainer:
                 img = img.float()
                 hr = bicubic_down(batch["pix"].to(self.device).float() / 255, m // s)
             outputs = HeadOutputs(
-                pred_lat=self.normalize(pred), target_lat=self.normalize(tgt), pred_img=img, target_img=hr,
-                teacher_lat=self.normalize(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None,
+                pred_lat=self.loss_units(pred), target_lat=self.loss_units(tgt), pred_img=img, target_img=hr,
+                teacher_lat=self.loss_units(batch[f"b{s}"].to(self.device)) if st.needs_teacher else None,
                 lpips_fn=self.lpips_network() if st.weights.get("lpips") else None)
             loss_s, values = weighted_loss(st.weights, outputs, cfg.loss.term_options(s))
             total = total + loss_s / len(heads)

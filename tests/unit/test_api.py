@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import lua_core
+from tests.helpers import tiny_config
 
 
 @pytest.mark.parametrize("scale,expected", [(2, (20, 26)), (4, (40, 52)), (1.5, (15, 20)), (3, (30, 39)), (1, (10, 13))])
@@ -114,3 +115,71 @@ def test_load_model_dtype_and_describe(tiny_model_factory, tmp_path):
     assert m16.dtype == torch.bfloat16 and "SD3" in m16.describe()
     with pytest.raises(ValueError, match="unknown dtype"):
         lua_core.load_model(model.path, dtype="fp8")
+
+
+def test_a_per_call_dtype_never_rounds_the_stored_weights(tiny_model_factory):
+    """A bf16 call computes on a cast copy, kept for the next bf16 call; the fp32 weights stay exact."""
+    model = tiny_model_factory("flux1")
+    weights = {k: v.clone() for k, v in model.net.state_dict().items()}
+    z = torch.randn(1, 16, 8, 8)
+    fresh = lua_core.upscale(model, z, 2)
+    lua_core.upscale(model, z, 2, dtype="bf16")
+    copy = model.net_for(torch.bfloat16)
+    assert copy is not model.net and copy is model.net_for(torch.bfloat16)
+    assert next(copy.parameters()).dtype == torch.bfloat16
+    assert all(torch.equal(v, weights[k]) for k, v in model.net.state_dict().items())
+    assert torch.equal(lua_core.upscale(model, z, 2), fresh)
+    assert model.net_for(torch.float32) is model.net
+    model.to("cpu")  # moving the model drops the copies (they would hold memory on the old device)
+    assert not model._casts
+
+
+def test_the_plan_asks_for_the_memory_it_runs_on(tiny_model_factory):
+    from lua_core.api import plan_upscale, run_plan
+    from lua_core.engine import plan_peak_bytes
+
+    model = tiny_model_factory("flux1")
+    z = torch.randn(2, 16, 48, 40)
+    plain = plan_upscale(model, z, 2, memory_budget=1 << 40)
+    assert not plain.tiles.tiled and plain.tiles.chunks is None and plain.tiles.batch_chunk == 2
+    assert plain.memory_required == plan_peak_bytes(model.config, 2, plain.tiles, 48, 40, torch.float32)
+    budget = plain.memory_required // 6
+    tight = plan_upscale(model, z, 2, memory_budget=budget)
+    assert tight.tiles != plain.tiles  # split (batch, chunks or tiles) to fit
+    assert tight.memory_required == plan_peak_bytes(model.config, 2, tight.tiles, 48, 40, torch.float32)
+    assert tight.memory_required <= budget
+    with torch.inference_mode():
+        diff = (run_plan(model, z, tight) - run_plan(model, z, plain)).abs()
+    assert diff.mean() < 0.01  # tiles of a random net: small seams (chunks and batch splits: none)
+
+
+@pytest.mark.parametrize("tile_size,match", [(-1, "tile_size must be >= 0 \\(0 = automatic\\), got -1"),
+                                              (2.5, "tile_size must be an integer"),
+                                              (True, "tile_size must be an integer")])
+def test_tile_size_is_checked_once_with_one_sentinel(tiny_model_factory, tile_size, match):
+    from lua_core.api import plan_upscale
+
+    model = tiny_model_factory("flux1")
+    with pytest.raises(ValueError, match=match):
+        plan_upscale(model, torch.randn(1, 16, 8, 8), 2, tile_size=tile_size)
+    automatic = plan_upscale(model, torch.randn(1, 16, 8, 8), 2, tile_size=0)
+    assert plan_upscale(model, torch.randn(1, 16, 8, 8), 2, tile_size=None).tiles == automatic.tiles
+
+
+def test_run_network_runs_the_plan_it_is_given():
+    from lua_core.engine import TilePlan, run_network
+
+    torch.manual_seed(0)
+    net = lua_core.LUANet(tiny_config(16)).eval()
+    calls = []
+    real = net.forward
+
+    def spy(z, head=2, skip=True, **kw):
+        calls.append(tuple(z.shape))
+        return real(z, head, skip, **kw)
+
+    net.forward = spy
+    z = torch.randn(1, 16, 32, 32)
+    with torch.inference_mode():
+        run_network(net, z, 2, plan=TilePlan(16, 16, 8, 1))
+    assert calls and all(shape[-2:] == (16, 16) for shape in calls)  # tiles, though 0 (automatic) would not tile

@@ -16,8 +16,8 @@ import lua_core
 from lua_core.bench.baseline import plain_forward, plain_shift_mask
 from lua_core.engine import plan_tiles, run_network
 from lua_core.engine.memory import auto_tile_shape, auto_tile_size, bytes_per_pixel
-from lua_core.engine.tiling import pixel_overhead, run_tiled, tile_spans
 from lua_core.model import swin
+from lua_core.model.tiling import pixel_overhead, run_tiled, tile_spans
 from tests.helpers import tiny_config
 
 TOL = 1e-4
@@ -176,7 +176,7 @@ def test_tiled_network_within_tolerance_and_full_tiles_exact():
     with torch.inference_mode():
         full = net(z, 2)
         assert torch.equal(run_network(net, z, 2, tile_size=48), full)
-        assert torch.equal(run_network(net, z, 2, tile_size=None, memory_budget=1 << 40), full)
+        assert torch.equal(run_network(net, z, 2, tile_size=0, memory_budget=1 << 40), full)
         tiled = run_network(net, z, 2, tile_size=24, tile_overlap=8)
     assert (tiled - full).abs().mean() < 0.05
 
@@ -206,8 +206,8 @@ def test_automatic_plan_uses_one_window_of_overlap_and_runs():
     z = torch.randn(1, 4, 128, 128)
     per_px = bytes_per_pixel(net.config, 2, torch.float32)
     budget = int(per_px * 128 * 128 * 0.2)
-    plan = plan_tiles(net, z, 2, None, None, budget)
-    assert plan.tile and plan.overlap == net.config.window_size and plan.chunks is not None
+    plan = plan_tiles(net, z, 2, 0, None, budget)
+    assert plan.tiled and plan.overlap == net.config.window_size and plan.chunks is not None
     assert pixel_overhead(128, 128, plan.shape, plan.overlap, 8) <= 1.125
     with torch.inference_mode():
         out = run_network(net, z, 2, memory_budget=budget)

@@ -7,7 +7,7 @@ import torch
 import lua_core
 from lua_core.engine import UpscaleCancelled, plan_tiles, run_network
 from lua_core.engine.memory import auto_tile_size, bytes_per_pixel
-from lua_core.engine.tiling import count_tiles, feather_ramp, tile_spans
+from lua_core.model.tiling import count_tiles, feather_ramp, tile_spans
 from tests.helpers import tiny_config
 
 # Tiled vs untiled, random light-structure weights, 64-px tiles with 16-px overlap (measured:
@@ -54,8 +54,8 @@ def test_tile_size_is_rounded_to_window_and_overlap_clamped():
     net = lua_core.LUANet(tiny_config(4))
     z = torch.zeros(2, 4, 100, 60)
     plan = plan_tiles(net, z, 2, tile_size=20, overlap=40, memory_budget=None)
-    assert plan.tile == 24 and plan.overlap == 12 and plan.batch_chunk == 1
-    assert plan_tiles(net, z, 2, tile_size=0, overlap=None, memory_budget=None).tile == 0
+    assert plan.shape == (24, 24) and plan.overlap == 12 and plan.batch_chunk == 1
+    assert plan_tiles(net, z, 2, tile_size=0, overlap=None, memory_budget=None).tiled is False
     with pytest.raises(ValueError, match="tile_size"):
         plan_tiles(net, z, 2, tile_size=-1, overlap=None, memory_budget=None)
 
@@ -76,11 +76,11 @@ class _OOMNet(lua_core.LUANet):
     limit = 24 * 24
     calls: list
 
-    def forward(self, z, scale=2, skip=True, **kwargs):
+    def forward(self, z, head=2, skip=True, **kwargs):
         self.calls.append(tuple(z.shape))
         if z.shape[0] * z.shape[-2] * z.shape[-1] > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super().forward(z, scale, skip, **kwargs)
+        return super().forward(z, head, skip, **kwargs)
 
 
 @pytest.mark.slow

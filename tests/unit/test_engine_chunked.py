@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import lua_core
 from lua_core.engine import plan_tiles, run_network
 from lua_core.engine.memory import HEAD_MIN_ROWS, MARGIN, bytes_per_pixel, chunk_plan, footprint, plan_memory
-from lua_core.model.network import Chunks, add_bicubic_rows
-from lua_core.model.swin import row_bands, shift_bands, split_bands
+from lua_core.model.streaming import Chunks, add_bicubic_rows, row_bands
+from lua_core.model.swin import shift_bands, split_bands
 from tests.helpers import tiny_config
 
 EXACT_TOL = 1e-5  # fp32; measured 0 (bit-identical) on CPU
@@ -119,16 +119,16 @@ def test_automatic_mode_prefers_one_chunked_pass_and_gives_the_plain_numbers():
     per_px = bytes_per_pixel(net.config, 4, torch.float32)
     for frac in (0.5, 0.3):
         budget = int(per_px * 64 * 48 * frac)
-        plan = plan_tiles(net, z, 4, None, None, budget)
-        assert plan.tile == 0 and plan.chunks is not None and plan.batch_chunk == 1
+        plan = plan_tiles(net, z, 4, 0, None, budget)
+        assert not plan.tiled and plan.chunks is not None and plan.batch_chunk == 1
         with torch.inference_mode():
             out = run_network(net, z, 4, memory_budget=budget)
             full = net(z, 4)
         assert (out - full).abs().max() <= EXACT_TOL
     # fits: the plain pass; explicit tiles: plain tiles as before
-    assert plan_tiles(net, z, 4, None, None, int(per_px * 64 * 48) + 1).chunks is None
+    assert plan_tiles(net, z, 4, 0, None, int(per_px * 64 * 48) + 1).chunks is None
     explicit = plan_tiles(net, z, 4, 32, 8, int(per_px * 64 * 48 * 0.3))
-    assert explicit.tile == 32 and explicit.chunks is None
+    assert explicit.shape == (32, 32) and explicit.chunks is None
 
 
 @pytest.mark.parametrize("cfg", [lua_core.LIGHT_CONFIG, lua_core.PAPER_CONFIG], ids=["light", "paper"])
@@ -168,11 +168,11 @@ class _ChunkAwareOOMNet(lua_core.LUANet):
 
     calls: list
 
-    def forward(self, z, scale=2, skip=True, **kwargs):
+    def forward(self, z, head=2, skip=True, **kwargs):
         self.calls.append((tuple(z.shape), kwargs.get("chunks")))
         if kwargs.get("chunks") is None and z.shape[-2] * z.shape[-1] > 32 * 32:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super().forward(z, scale, skip, **kwargs)
+        return super().forward(z, head, skip, **kwargs)
 
 
 def test_out_of_memory_turns_the_plain_pass_chunked_before_tiling():

@@ -74,7 +74,7 @@ def test_bias_cache_follows_weight_updates():
 
 
 def test_shift_mask_cache_reuses_and_matches():
-    swin.clear_caches()
+    swin._SHIFT_MASK_CACHE.clear()
     a = swin.cached_shift_mask(32, 48, 8, 4, torch.device("cpu"), torch.float32)
     b = swin.cached_shift_mask(32, 48, 8, 4, torch.device("cpu"), torch.float32)
     assert a is b

@@ -19,7 +19,8 @@ from lua_core.engine.runner import run_network
 from lua_core.families import get_family
 from lua_core.locations import shared_dir
 from lua_core.model.config import LIGHT_CONFIG
-from lua_core.model.network import Chunks, LUANet
+from lua_core.model.network import LUANet
+from lua_core.model.streaming import Chunks
 from lua_core.tae import load_tae
 from lua_core.toolkit.images import center_crop, load_image
 from lua_core.toolkit.photo_sets import holdout_photos, training_photos

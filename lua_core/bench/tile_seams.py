@@ -1,6 +1,6 @@
 """Tiled vs untiled output: max and mean absolute difference, whole image and away from borders.
 
-    python -m lua_core.bench.tiling [--checkpoint PATH] [--size 128] [--scale 4] [--tiles 32,64] [--overlap 16]
+    python -m lua_core.bench.tile_seams [--checkpoint PATH] [--size 128] [--scale 4] [--tiles 32,64] [--overlap 16]
 
 Without ``--checkpoint`` a random light-config FLUX.1 model is used.  Inputs are
 latents of the model's family with unit-variance TAE statistics (raw = tae / scale + shift).

@@ -1,20 +1,47 @@
-"""Overlapping tiles with feathered blending.
+"""Cutting a latent into windows and tiles, and putting the pieces back.
 
-Tiles along an axis are *evenly sized*: for a requested tile ``T`` and overlap ``O``
-the axis gets the fewest tiles of at most ``T`` that cover it with at least ``O`` of
-overlap, and then every tile is shrunk to the smallest size (rounded up to
-``multiple``, the network's window) that still covers the axis exactly with that
-overlap.  The old plan (stride ``T - O`` with a clamped last tile) computed e.g. a
-128-px axis with ``T=64, O=16`` as three 64-px tiles (2.25x the pixels in 2-D); the
-even plan uses three 56-px tiles (1.72x) and never more pixels than the old one.
+Two tilings share these spans:
+
+* :func:`run_tiled` (the engine's spatial tiles): overlapping tiles whose outputs are
+  feather-blended across the overlaps.  Tiles along an axis are *evenly sized*: for a
+  requested tile ``T`` and overlap ``O`` the axis gets the fewest tiles of at most ``T``
+  that cover it with at least ``O`` of overlap, and then every tile is shrunk to the
+  smallest size (rounded up to ``multiple``, the network's window) that still covers the
+  axis exactly with that overlap.  A stride of ``T - O`` with a clamped last tile would
+  compute e.g. a 128-px axis with ``T=64, O=16`` as three 64-px tiles (2.25x the pixels in
+  2-D); the even plan uses three 56-px tiles (1.72x) and never more pixels.
+* :func:`run_with_context` (the teacher skip's autoencoder passes): disjoint core tiles,
+  each computed with ``margin`` pixels of context around it and cropped back to its core,
+  for operators with a local receptive field.
+
+:func:`round_up` and :func:`pad_to_multiple` pad a latent to whole windows.
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
+import torch.nn.functional as F
 
-from ..model.network import round_up
+
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (a side padded to whole windows)."""
+    return -(-n // multiple) * multiple
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right to a multiple of ``multiple``: reflect where the size allows, replicate beyond."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    while ph or pw:
+        # reflect needs pad < size; a tiny latent gets reflected as far as possible, then replicated
+        rh, rw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
+        if rh == 0 and rw == 0:
+            return F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x = F.pad(x, (0, rw, 0, rh), mode="reflect")
+        ph, pw = ph - rh, pw - rw
+    return x
+
 
 TileSize = Union[int, tuple[int, int]]
 
@@ -99,3 +126,30 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale
             on_tile()
     assert out is not None
     return out.div_(weight).to(x.dtype)
+
+
+def core_tiles(height: int, width: int, core: int) -> list[tuple[int, int, int, int]]:
+    """``(top, left, bottom, right)`` of disjoint tiles of at most ``core`` x ``core`` covering the map."""
+    return [(t, l, min(t + core, height), min(l + core, width))
+            for t in range(0, height, core) for l in range(0, width, core)]
+
+
+def run_with_context(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, factor: float, core: int,
+                     margin: int) -> torch.Tensor:
+    """``fn`` (output ``factor`` x its input's size) over disjoint ``core`` tiles of ``x``, each run with
+    ``margin`` pixels of context on every side (fewer at the edges) and cropped back to its core."""
+    h, w = x.shape[-2:]
+    out: Optional[torch.Tensor] = None
+
+    def at(v: int) -> int:
+        return int(v * factor)
+
+    for top, left, bottom, right in core_tiles(h, w, core):
+        t0, l0 = max(top - margin, 0), max(left - margin, 0)
+        y = fn(x[..., t0:min(bottom + margin, h), l0:min(right + margin, w)])
+        if out is None:
+            out = y.new_empty(*y.shape[:2], at(h), at(w))
+        out[..., at(top):at(bottom), at(left):at(right)] = \
+            y[..., at(top - t0):at(bottom - t0), at(left - l0):at(right - l0)]
+    assert out is not None
+    return out
