@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Optional
 
 import comfy.cli_args
@@ -10,12 +9,12 @@ import comfy.model_management as mm
 import comfy.utils
 import torch
 
-from ..lua_core.api import LUAModel, load_model
+from ..lua_core.api import load_model
 from ..lua_core.checkpoints.download import DownloadError, download_entry
-from ..lua_core.checkpoints.manifest import ManifestEntry, check_file
+from ..lua_core.checkpoints.manifest import ManifestEntry
+from ..lua_core.checkpoints.verify import verify_against_manifest, verify_layout
 from ..lua_core.dtypes import dtype_name
 from ..lua_core.families import served_models
-from ..lua_core.model.config import PRESETS
 from . import paths
 from .model_family import check_model_family, require_family
 from .model_wrapper import ManagedLUAModel
@@ -78,14 +77,14 @@ class LUAModelLoader:
         entry = paths.manifest_entry(name)
         path = paths.find_local(name)
         if path is not None:
-            verify_against_manifest(name, path)
+            verify_against_manifest(entry, path)
         else:
             if entry is None:
                 raise ValueError(f"LUA model {name!r} is neither in models/lua nor in the weights manifest")
-            path = fetch(entry)
+            path = download_with_progress(entry)
         device = mm.get_torch_device()
         lua = load_model(path, device="cpu", dtype=dtype if dtype != "auto" else auto_dtype(device))
-        verify_layout(name, entry, lua, path)
+        verify_layout(entry, lua.config, lua.family.name, path)
         if model is not None:
             check_model_family(lua, model, "Load LUA Model")
         note_status(name, entry)
@@ -105,7 +104,7 @@ class LUAModelLoader:
         return entry.name
 
 
-def fetch(entry: ManifestEntry) -> str:
+def download_with_progress(entry: ManifestEntry) -> str:
     """Download a manifest entry into the lua models folder, with ComfyUI's progress bar and cancel button."""
     bar = comfy.utils.ProgressBar(100)
     folder = paths.download_folder()
@@ -127,58 +126,6 @@ def note_status(name: str, entry: Optional[ManifestEntry]) -> None:
     card = f"; see {entry.model_card}" if entry.model_card else ""
     logger.warning("LUA: %s is a PREVIEW adapter (CPU-trained): its results are below VAE Decode + Upscale Image "
                    "(pixel) for now%s", name, card)
-
-
-_VERIFIED: set[tuple] = set()
-
-
-def verify_against_manifest(model_name: str, path: str) -> None:
-    """Refuse a file on disk whose size or sha256 differs from its weights-manifest entry.
-
-    Files without an entry (or entries without size/sha256) are not checked. A file
-    that passed is remembered by path, size and mtime, so it is hashed once.
-    """
-    entry = paths.manifest_entry(model_name)
-    if entry is None or (entry.sha256 is None and entry.size is None):
-        return
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, entry.sha256, entry.size)
-    if key in _VERIFIED:
-        return
-    try:
-        check_file(path, sha256=entry.sha256, size=entry.size)
-    except ValueError as exc:
-        raise ValueError(f"LUA model {model_name!r} at {path} does not match the weights manifest ({exc}). "
-                         f"Delete it so it is downloaded again, or rename it to use it as your own checkpoint") from exc
-    _VERIFIED.add(key)
-
-
-LAYOUT_FIELDS = ("in_chans", "embed_dim", "depths", "num_heads", "window_size", "mlp_ratio", "head_num_feat", "scales")
-
-
-def verify_layout(name: str, entry: Optional[ManifestEntry], lua: LUAModel, path: str) -> None:
-    """A manifest entry without a sha256 (the official lua_flux.pth) must have its preset's exact layout.
-
-    The file was read weights-only and every tensor name and shape matched the architecture
-    inferred from it (missing or unexpected tensors are refused by the loader); here that
-    architecture must also be the entry's preset, so only the published layout (the paper
-    config: 502 weights plus 54 recomputable buffers, 556 tensors) is accepted.
-    """
-    if entry is None or entry.sha256 is not None or entry.config not in PRESETS:
-        return
-    want, got = PRESETS[entry.config], lua.config
-    diffs = [f"{f} {getattr(got, f)!r} (expected {getattr(want, f)!r})" for f in LAYOUT_FIELDS
-             if tuple_or(getattr(got, f)) != tuple_or(getattr(want, f))]
-    if lua.family.name != entry.family:
-        diffs.append(f"family {lua.family.name} (expected {entry.family})")
-    if diffs:
-        raise ValueError(f"LUA model {name!r} at {path} is not the published {entry.config}-config checkpoint: "
-                         f"{'; '.join(diffs)}. Delete it so it is downloaded again, or rename it to use it as your "
-                         f"own checkpoint")
-
-
-def tuple_or(v: Any) -> Any:
-    return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
 def auto_dtype(device: torch.device) -> str:

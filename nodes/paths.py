@@ -8,7 +8,7 @@ from typing import Optional
 
 import folder_paths
 
-from ..lua_core.checkpoints.manifest import Manifest, ManifestEntry
+from ..lua_core.checkpoints.manifest import Manifest, ManifestEntry, load_cached
 
 FOLDER_KEY = "lua"
 EXTENSIONS = {".safetensors", ".sft", ".pth", ".pt"}
@@ -41,7 +41,8 @@ def register_folder() -> None:
 
 
 def load_manifest() -> Manifest:
-    return Manifest.load()
+    """The shipped weights manifest, parsed once and re-read when the file changes."""
+    return load_cached()
 
 
 AUTO = "auto"

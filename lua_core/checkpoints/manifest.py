@@ -301,6 +301,31 @@ class Manifest:
         return name in self._by_name
 
 
+# realpath -> ((mtime_ns, size), the manifest parsed from that version of the file)
+_PARSED: dict[str, tuple[tuple[int, int], Manifest]] = {}
+
+
+def load_cached(path: Optional[PathLike] = None) -> Manifest:
+    """:meth:`Manifest.load`, parsed once per process and again only when the file's mtime or size changes.
+
+    A missing or invalid manifest raises the same ``ValueError`` as :meth:`Manifest.load`, on every call
+    (failures are not remembered). The returned manifest is shared: treat it as read-only.
+    """
+    p = Path(path) if path is not None else DEFAULT_MANIFEST_PATH
+    real = os.path.realpath(p)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return Manifest.load(p)  # raises the usual "cannot read weights manifest"
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _PARSED.get(real)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    manifest = Manifest.load(p)
+    _PARSED[real] = (stamp, manifest)
+    return manifest
+
+
 def file_sha256(path: PathLike, chunk_size: int = _HASH_CHUNK) -> str:
     """Lowercase hex SHA-256 of a file, read in chunks."""
     h = hashlib.sha256()

@@ -205,6 +205,22 @@ def test_choices_label_previews_from_the_manifest_status(comfy, monkeypatch):
     assert paths.strip_label("mine (preview).safetensors") == "mine (preview).safetensors"
 
 
+def test_the_nodes_share_one_parse_of_the_manifest(comfy, monkeypatch):
+    """The dropdown, validation and lookups do not re-read weights_manifest.json while it is unchanged."""
+    from comfyui_lua.nodes import paths
+    from comfyui_lua.nodes.loader_node import LUAModelLoader
+
+    paths.load_manifest()
+    parses = []
+    real = paths.Manifest.from_dict
+    monkeypatch.setattr(paths.Manifest, "from_dict",
+                        staticmethod(lambda data, **kw: parses.append(kw.get("path")) or real(data, **kw)))
+    paths.model_choices()
+    assert LUAModelLoader.VALIDATE_INPUTS("lua_light_sdxl.safetensors (preview)") is True
+    assert paths.manifest_entry("lua_flux.pth") is not None and paths.best_for_family("sdxl") is not None
+    assert parses == []
+
+
 def test_validate_inputs_accepts_names_with_or_without_the_label(comfy):
     from comfyui_lua.nodes.loader_node import LUAModelLoader
 

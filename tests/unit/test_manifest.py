@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from lua_core.checkpoints.manifest import (
     ManifestEntry,
     check_file,
     file_sha256,
+    load_cached,
     verify_file,
 )
 
@@ -181,6 +183,59 @@ def test_bad_top_level_is_rejected(tmp_path, data, needle):
 def test_missing_manifest_file_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
         Manifest.load(tmp_path / "nope.json")
+
+
+@pytest.fixture
+def parses(monkeypatch) -> list[str]:
+    """Counts the manifests validated (every :meth:`Manifest.load` goes through ``from_dict``)."""
+    calls: list[str] = []
+    real = Manifest.from_dict
+    monkeypatch.setattr(Manifest, "from_dict",
+                        staticmethod(lambda data, **kw: calls.append(str(kw.get("path"))) or real(data, **kw)))
+    return calls
+
+
+def test_load_cached_parses_once_and_again_when_the_file_changes(tmp_path, parses):
+    p = write_manifest(tmp_path, manifest_dict(valid_entry()))
+    first = load_cached(p)
+    assert load_cached(p) is first and load_cached(str(p)) is first
+    assert first.names() == ["lua_test.safetensors"] and len(parses) == 1
+    # a link to the same file shares the parse
+    link = tmp_path / "link.json"
+    link.symlink_to(p)
+    assert load_cached(link) is first and len(parses) == 1
+    # another entry, and the mtime moved on: read again
+    st = p.stat()
+    write_manifest(tmp_path, manifest_dict(valid_entry(), valid_entry(name="b.pth", filename="b.pth")))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = load_cached(p)
+    assert second.names() == ["lua_test.safetensors", "b.pth"] and len(parses) == 2
+    assert load_cached(p) is second and len(parses) == 2
+    # same size, only the mtime changed (an edit of one character): read again
+    write_manifest(tmp_path, manifest_dict(valid_entry(), valid_entry(name="c.pth", filename="c.pth")))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    assert load_cached(p).names() == ["lua_test.safetensors", "c.pth"] and len(parses) == 3
+
+
+def test_load_cached_defaults_to_the_shipped_manifest(parses):
+    assert load_cached().names() == Manifest.load().names()
+    assert load_cached() is load_cached()
+
+
+def test_load_cached_raises_like_load_every_time(tmp_path, parses):
+    with pytest.raises(ValueError, match="cannot read weights manifest"):
+        load_cached(tmp_path / "nope.json")
+    p = write_manifest(tmp_path, "{not json")
+    for _ in range(2):  # a broken file is not remembered as broken, nor as anything else
+        with pytest.raises(ValueError, match="invalid JSON"):
+            load_cached(p)
+    write_manifest(tmp_path, manifest_dict(valid_entry(family="nope")))
+    os.utime(p, ns=(0, 10**18))
+    with pytest.raises(ValueError, match="field 'family' must be one of"):
+        load_cached(p)
+    write_manifest(tmp_path, manifest_dict())
+    os.utime(p, ns=(0, 2 * 10**18))
+    assert len(load_cached(p)) == 0
 
 
 def test_empty_models_list_is_valid(tmp_path):
