@@ -84,7 +84,7 @@ class UpscaleHead(nn.Module):
 
 
 class LUANet(nn.Module):
-    """Latent Upscaler Adapter.  ``forward(z, scale)`` maps ``(B, C, H, W)`` to ``(B, C, H*s, W*s)``.
+    """Latent Upscaler Adapter.  ``forward(z, head)`` maps ``(B, C, H, W)`` to ``(B, C, H*head, W*head)``.
 
     Input and output are raw latents; any normalisation in the config is applied inside.
     """

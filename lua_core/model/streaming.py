@@ -88,8 +88,8 @@ def conv_rows(conv: nn.Conv2d, x: torch.Tensor, a: int, b: int) -> torch.Tensor:
     return F.conv2d(piece, conv.weight, conv.bias, stride=1, padding=(0, 1))
 
 
-def add_bicubic_rows(out: torch.Tensor, x: torch.Tensor, scale: int, rows: int) -> None:
-    """``out += bicubic(x, scale)`` (align_corners=False), computed in bands of ``rows`` input rows.
+def add_bicubic_rows(out: torch.Tensor, x: torch.Tensor, head: int, rows: int) -> None:
+    """``out += bicubic(x, head)`` (align_corners=False), computed in bands of ``rows`` input rows.
 
     Each band reads two rows of halo on either side, clamped at the edges exactly as
     the full interpolation clamps, so the sum is the full interpolation's.
@@ -97,5 +97,5 @@ def add_bicubic_rows(out: torch.Tensor, x: torch.Tensor, scale: int, rows: int) 
     h = x.shape[2]
     for a, b in row_bands(h, rows):
         lo, hi = max(a - 2, 0), min(b + 2, h)
-        up = F.interpolate(x[:, :, lo:hi], scale_factor=scale, mode="bicubic", align_corners=False)
-        out[:, :, a * scale:b * scale] += up[:, :, (a - lo) * scale:(b - lo) * scale]
+        up = F.interpolate(x[:, :, lo:hi], scale_factor=head, mode="bicubic", align_corners=False)
+        out[:, :, a * head:b * head] += up[:, :, (a - lo) * head:(b - lo) * head]

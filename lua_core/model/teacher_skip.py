@@ -48,9 +48,9 @@ class TeacherSkip(nn.Module):
     def _encode(self, img: torch.Tensor) -> torch.Tensor:
         return self.encoder(img.contiguous(memory_format=torch.channels_last)).contiguous()
 
-    def teacher(self, x: torch.Tensor, scale: int, tile_pixels: int = TILE_PIXELS,
+    def teacher(self, x: torch.Tensor, head: int, tile_pixels: int = TILE_PIXELS,
                 margin: int = TILE_MARGIN) -> torch.Tensor:
-        """``encode(bicubic_up(decode(x), scale))``; each autoencoder pass runs in tiles of at most
+        """``encode(bicubic_up(decode(x), head))``; each autoencoder pass runs in tiles of at most
         ``tile_pixels`` image pixels (context ``margin`` latent px) when the image is larger.
 
         Gradients flow only when the autoencoder's weights require them (frozen: no graph).
@@ -63,8 +63,8 @@ class TeacherSkip(nn.Module):
                 img = self._decode(x)
             else:
                 img = run_with_context(self._decode, x, 8, max(side - 2 * margin, 1), margin)
-            up = F.interpolate(img.clamp(0, 1), scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+            up = F.interpolate(img.clamp(0, 1), scale_factor=head, mode="bicubic", align_corners=False).clamp(0, 1)
             del img
-            if h * w * 64 * scale * scale <= tile_pixels:
+            if h * w * 64 * head * head <= tile_pixels:
                 return self._encode(up)
             return run_with_context(self._encode, up, 1 / 8, 8 * max(side - 2 * margin, 1), 8 * margin)

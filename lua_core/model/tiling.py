@@ -92,18 +92,18 @@ def count_tiles(height: int, width: int, tile: TileSize, overlap: int, multiple:
     return len(tile_spans(height, th, overlap, multiple)) * len(tile_spans(width, tw, overlap, multiple))
 
 
-def _ramps(spans: list[tuple[int, int]], scale: int, device: torch.device) -> list[torch.Tensor]:
+def _ramps(spans: list[tuple[int, int]], factor: int, device: torch.device) -> list[torch.Tensor]:
     ramps = []
     for i, (a, b) in enumerate(spans):
         lead = spans[i - 1][1] - a if i > 0 else 0
         trail = b - spans[i + 1][0] if i + 1 < len(spans) else 0
-        ramps.append(feather_ramp((b - a) * scale, max(lead, 0) * scale, max(trail, 0) * scale, device))
+        ramps.append(feather_ramp((b - a) * factor, max(lead, 0) * factor, max(trail, 0) * factor, device))
     return ramps
 
 
-def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, tile: TileSize, overlap: int,
+def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, factor: int, tile: TileSize, overlap: int,
               on_tile: Callable[[], None] = lambda: None, multiple: int = 1) -> torch.Tensor:
-    """Apply ``fn`` (``(B,C,h,w)`` -> ``(B,C,h*s,w*s)``) tile by tile and blend the overlaps.
+    """Apply ``fn`` (``(B,C,h,w)`` -> ``(B,C,h*factor,w*factor)``) tile by tile and blend the overlaps.
 
     Each tile's contribution is weighted by a ramp across the part it shares with a
     neighbour, so seams fade instead of cutting.  ``on_tile`` runs after every tile.
@@ -112,17 +112,17 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale
     b, c, h, w = x.shape
     th, tw = _pair(tile)
     ys, xs = tile_spans(h, th, overlap, multiple), tile_spans(w, tw, overlap, multiple)
-    wys, wxs = _ramps(ys, scale, x.device), _ramps(xs, scale, x.device)
+    wys, wxs = _ramps(ys, factor, x.device), _ramps(xs, factor, x.device)
     out = None
-    weight = torch.zeros(1, 1, h * scale, w * scale, device=x.device, dtype=torch.float32)
+    weight = torch.zeros(1, 1, h * factor, w * factor, device=x.device, dtype=torch.float32)
     for (y0, y1), wy in zip(ys, wys):
         for (x0, x1), wx in zip(xs, wxs):
             piece = fn(x[:, :, y0:y1, x0:x1])
             if out is None:
-                out = torch.zeros(b, piece.shape[1], h * scale, w * scale, device=x.device, dtype=torch.float32)
+                out = torch.zeros(b, piece.shape[1], h * factor, w * factor, device=x.device, dtype=torch.float32)
             wt = (wy[:, None] * wx[None, :])[None, None]
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale].addcmul_(piece.float(), wt)
-            weight[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += wt
+            out[:, :, y0 * factor:y1 * factor, x0 * factor:x1 * factor].addcmul_(piece.float(), wt)
+            weight[:, :, y0 * factor:y1 * factor, x0 * factor:x1 * factor] += wt
             on_tile()
     assert out is not None
     return out.div_(weight).to(x.dtype)
