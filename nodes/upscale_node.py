@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from ..lua_core.api import LUAModel, plan_teacher, plan_upscale, run_plan
-from ..lua_core.engine.memory import budget_from_free
 from ..lua_core.families import twins_text
 from .model_family import check_model_family
 from .model_wrapper import ManagedLUAModel
@@ -96,11 +95,8 @@ def run_upscale(lua_model: ManagedLUAModel, samples: dict, scale: Optional[float
         logger.warning("LUA: %s was trained on the VAE's own decode: connect the vae input of %s (the VAE you decode "
                        "with); without it the adapter falls back to its tiny autoencoder, a preview below VAE Decode "
                        "-> Upscale Image", model.describe(), what)
-    device = lua_model.patcher.load_device
-    # on a GPU ComfyUI knows the free memory; on the CPU the core's capped default keeps RSS bounded
-    budget = budget_from_free(mm.get_free_memory(device)) if device.type != "cpu" else None
     plan = plan_upscale(model, x, scale, size=size, tile_size=tile_size, tile_overlap=tile_overlap,
-                        memory_budget=budget)
+                        memory_budget=lua_model.plan_budget())
     # the VAE's passes first: loading the VAE may make ComfyUI offload other models, the adapter included
     teacher = plan_teacher(model, x, plan, teacher_vae) if teacher_vae is not None else None
     lua_model.load(plan.memory_required)  # the plan's own peak: what the engine runs on

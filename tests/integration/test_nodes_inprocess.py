@@ -116,6 +116,46 @@ def test_interrupt_flag_stops_the_upscale(comfy, flux_model):
         mm.interrupt_current_processing(False)
 
 
+def test_the_node_asks_comfyui_for_the_memory_its_plan_runs_on(comfy, flux_model, monkeypatch):
+    mm = comfy["mm"]
+    from comfyui_lua.lua_core.api import plan_upscale
+    from comfyui_lua.nodes.upscale_node import LUALatentUpscale
+
+    asked = []
+    real = mm.load_models_gpu
+    monkeypatch.setattr(mm, "load_models_gpu", lambda models, **kw: (asked.append(kw), real(models, **kw))[1])
+    z = torch.randn(1, 16, 40, 40)
+    LUALatentUpscale().upscale(flux_model, {"samples": z}, 2.0, 16, 4)
+    plan = plan_upscale(flux_model.model, z, 2.0, tile_size=16, tile_overlap=4)  # CPU: the core's default budget
+    assert plan.tiles.tiled and asked[-1]["memory_required"] == plan.memory_required > 0
+
+
+def test_on_an_accelerator_the_budget_counts_what_comfyui_can_offload(comfy, flux_model, monkeypatch):
+    """Other models' weights on the device count (ComfyUI offloads them when asked); this adapter's
+    weights still to load and ComfyUI's reserve do not."""
+    from types import SimpleNamespace
+
+    mm = comfy["mm"]
+    from comfyui_lua.lua_core.engine.memory import budget_from_free
+    from comfyui_lua.nodes.model_wrapper import clearable_memory
+
+    gpu, gib = torch.device("cuda", 0), 1 << 30
+    patcher = flux_model.patcher
+    monkeypatch.setattr(patcher, "load_device", gpu)
+    diffusion = SimpleNamespace(loaded_size=lambda: 6 * gib)
+    elsewhere = SimpleNamespace(loaded_size=lambda: 5 * gib)
+    monkeypatch.setattr(mm, "current_loaded_models", [SimpleNamespace(model=diffusion, device=gpu),
+                                                      SimpleNamespace(model=elsewhere, device=torch.device("cpu")),
+                                                      SimpleNamespace(model=patcher, device=gpu)])
+    monkeypatch.setattr(mm, "get_free_memory", lambda dev=None, torch_free_too=False: 2 * gib)
+    monkeypatch.setattr(mm, "extra_reserved_memory", lambda: gib // 2)
+    weights = patcher.model_size()
+    assert clearable_memory(gpu, patcher) == 2 * gib + 6 * gib - weights - gib // 2
+    assert flux_model.plan_budget() == budget_from_free(clearable_memory(gpu, patcher))
+    monkeypatch.setattr(patcher, "load_device", torch.device("cpu"))
+    assert flux_model.plan_budget() is None
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
