@@ -273,7 +273,7 @@ class UpscalePlan:
 
 
 def plan_upscale(model: LUAModel, latent: torch.Tensor, scale: Optional[float] = 2, *,
-                 size: Optional[tuple[int, int]] = None, tile_size: Optional[int] = 0,
+                 size: Optional[tuple[int, int]] = None, tile_size: int = 0,
                  tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
                  memory_budget: Optional[int] = None) -> UpscalePlan:
     """Check the latent and the options against ``model`` and decide the head, size, dtype, tiling and memory.
@@ -362,7 +362,7 @@ def _run_head(model: LUAModel, x: torch.Tensor, plan: UpscalePlan, progress: Opt
 
 
 def upscale(model: LUAModel, latent: torch.Tensor, scale: float = 2, *, size: Optional[tuple[int, int]] = None,
-            tile_size: Optional[int] = 0, tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
+            tile_size: int = 0, tile_overlap: Optional[int] = None, dtype: DTypeLike = None,
             memory_budget: Optional[int] = None, progress: Optional[ProgressFn] = None,
             cancel: Optional[CancelFn] = None, vae: Optional[LatentVAE] = None) -> torch.Tensor:
     """Upscale a ComfyUI-convention latent by ``scale`` (any factor in [1, max head]) or to ``size``.

@@ -69,9 +69,9 @@ def tiling_cases(pre: dict, tiny: bool, dtype: str, common: dict) -> list[dict]:
         per_px = bytes_per_pixel(lua_config("light", 16, tiny), s, getattr(torch, dtype))
         key = dict(kind="tiling", config="light", latent=n, scale=s, **common)
         cases.append(dict(key, case="untiled", tile=0, overlap=None, budget=None))
-        cases.append(dict(key, case="auto (fits: untiled)", tile=None, overlap=None, budget=None))
+        cases.append(dict(key, case="auto (fits: untiled)", tile=0, overlap=None, budget=None))
         for frac in fracs:  # budgets that force the automatic plan to tile
-            cases.append(dict(key, case=f"auto, budget {frac:g}x untiled", tile=None, overlap=None,
+            cases.append(dict(key, case=f"auto, budget {frac:g}x untiled", tile=0, overlap=None,
                               budget=int(per_px * n * n * frac)))
         if explicit:
             cases.append(dict(key, case="explicit tile 64 / overlap 16", tile=min(64, n // 2), overlap=16,

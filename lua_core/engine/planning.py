@@ -41,8 +41,10 @@ class TilePlan:
 
 
 def check_tiling_options(tile_size: Any, tile_overlap: Any, memory_budget: Any) -> int:
-    """Check the tiling options (ValueError naming the option); return ``tile_size`` with None read as 0
-    (automatic), the one sentinel the engine uses."""
+    """Check the tiling options (ValueError naming the option) and return ``tile_size``: 0 is automatic,
+    its one sentinel.  ``tile_overlap`` and ``memory_budget`` may be None (their defaults)."""
+    if tile_size is None:
+        raise ValueError("tile_size must be an integer >= 0 (0 = automatic), got None")
     for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap), ("memory_budget", memory_budget)):
         if value is None:
             continue
@@ -98,7 +100,7 @@ def _batch_that_fits(config: LUAConfig, head: int, batch: int, height: int, widt
     return 1
 
 
-def plan_tiles(net: LUANet, x: torch.Tensor, head: int, tile_size: Optional[int] = 0,
+def plan_tiles(net: LUANet, x: torch.Tensor, head: int, tile_size: int = 0,
                overlap: Optional[int] = None, memory_budget: Optional[int] = None) -> TilePlan:
     """:func:`make_tile_plan` for the model-layout latent ``x`` ``(B, C, H, W)`` (its dtype and device),
     with the options checked; ``memory_budget`` None: :func:`~.memory.default_budget` of its device."""

@@ -27,7 +27,7 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def run_network(net: LUANet, x: torch.Tensor, head: int, *, tile_size: Optional[int] = 0,
+def run_network(net: LUANet, x: torch.Tensor, head: int, *, tile_size: int = 0,
                 tile_overlap: Optional[int] = None, memory_budget: Optional[int] = None,
                 progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None,
                 teacher: Optional[torch.Tensor] = None, plan: Optional[TilePlan] = None) -> torch.Tensor:
