@@ -114,3 +114,17 @@ def test_the_cards_loss_comes_from_the_registry_and_the_shipped_metadata_reads()
     loss = next(line for line in lines if line.startswith("- Loss: "))
     assert loss.startswith("- Loss: 10.0 x L1 + 1.0 x FFT-L1 + 0.6 x LPIPS(AlexNet) (x2 head 1.5) on a decoded")
     assert "--set teacher='\"vae\"'" in lines[2] and "VAE teacher's stand-in" in loss
+
+
+def test_every_bundled_card_states_the_loss_its_file_was_trained_with():
+    """The card's loss line is the loss registry's formula of the recipe stored in the file."""
+    from lua_core.train.finetune import recipe_formula, resumed_config
+
+    cards = sorted((REPO_ROOT / "weights").glob("lua_light_*.md"))
+    assert len(cards) == 5
+    for card in cards:
+        with safe_open(str(card.with_suffix(".safetensors")), "pt") as f:
+            training = json.loads(f.metadata()["lua.training"])
+        formula = recipe_formula(resumed_config(training.get("config") or training, {}))
+        loss_lines = [line for line in card.read_text().splitlines() if line.startswith("- Loss: ")]
+        assert len(loss_lines) == 1 and loss_lines[0].startswith(f"- Loss: {formula} on a decoded"), card.name
