@@ -195,7 +195,7 @@ def test_upscale_result_or_clear_error(models, family, spec, target, wrong_chann
             lua_core.upscale(model, latent, scale, size=size)
         return
     event("result, empty batch/frames" if latent.numel() == 0 else f"result, {spec['ndim']}-D {spec['dtype']}")
-    # automatic tiling (tile_size None) with a fixed budget: the plan must not depend on this machine's free memory
+    # automatic tiling (tile_size 0, the default) with a fixed budget: the plan must not depend on this machine's free memory
     out = lua_core.upscale(model, latent, scale, size=size, memory_budget=1 << 34)
     shape = list(latent.shape)
     shape[-2:] = [th, tw]
@@ -288,10 +288,11 @@ def test_options_give_a_result_or_name_the_option(models, tile_size, tile_overla
     latent = torch.randn(1, 16, 20, 18)
     kwargs = dict(tile_size=tile_size, tile_overlap=tile_overlap, memory_budget=memory_budget, dtype=dtype)
 
-    def valid(v: Any) -> bool:
-        return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+    def valid(name: str, v: Any) -> bool:
+        # None is each option's default, except tile_size, whose one "automatic" value is 0
+        return (v is None and name != "tile_size") or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
 
-    problems = [k for k in ("tile_size", "tile_overlap", "memory_budget") if not valid(kwargs[k])]
+    problems = [k for k in ("tile_size", "tile_overlap", "memory_budget") if not valid(k, kwargs[k])]
     dtype_ok = dtype in (None, "auto", "fp32", "bf16", "fp16")
     event("ValueError" if problems or not dtype_ok else "result")
     if problems or not dtype_ok:
