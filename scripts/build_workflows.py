@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
-from lua_core.families import channel_twins
+from lua_core.families import channel_twins, get_family
 from tests.support.workflow_api import _is_widget, widget_names
 
 REPO = Path(__file__).resolve().parent.parent
@@ -576,7 +576,8 @@ def encode_example(wf: Workflow, enc_pos: Sequence[float],
     load = wf.add("LoadImage", (0, 0), {"image": EXAMPLE_IMAGE}, size=(320, 360), node_id=node_ids[0])
     scale = wf.add("ImageScale", (360, 0), {"upscale_method": "lanczos", "width": 512, "height": 512,
                                             "crop": "center"}, size=(300, 130), node_id=node_ids[1])
-    vae = wf.add("VAELoader", (360, 200), {"vae_name": "taef1"}, size=(300, 58), node_id=node_ids[2])
+    vae = wf.add("VAELoader", (360, 200), {"vae_name": get_family("flux1").tae_name}, size=(300, 58),
+                  node_id=node_ids[2])
     enc = wf.add("VAEEncode", enc_pos, size=(210, 46), node_id=node_ids[3])
     wf.link(load, 0, scale, "image")
     wf.link(scale, 0, enc, "pixels")
