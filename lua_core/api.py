@@ -19,7 +19,6 @@ from einops import rearrange
 
 from .checkpoints.formats import METADATA_PREFIX, RawCheckpoint, config_from_metadata, json_metadata, load_into, read_checkpoint
 from .dtypes import DTYPES, dtype_from_name
-from .engine.memory import default_budget
 from .engine.planning import TilePlan, check_tiling_options, make_tile_plan, plan_peak_bytes
 from .engine.runner import CancelFn, ProgressFn, run_network
 from .engine.vae_teacher import LatentVAE, vae_teacher
@@ -293,9 +292,9 @@ def plan_upscale(model: LUAModel, latent: torch.Tensor, scale: Optional[float] =
     batch = int(latent.shape[0]) * frames
     if head is None or batch == 0:
         return UpscalePlan((h, w), (th, tw), head, frames, compute, None, 0)
-    budget = default_budget(model.device) if memory_budget is None else int(memory_budget)
     mh, mw = h * model.family.pack, w * model.family.pack  # the network's (model-layout) size
-    tiles = make_tile_plan(model.config, head, batch, mh, mw, compute, model.device, tile_size, tile_overlap, budget)
+    tiles = make_tile_plan(model.config, head, batch, mh, mw, compute, model.device, tile_size, tile_overlap,
+                           memory_budget)
     need = plan_peak_bytes(model.config, head, tiles, mh, mw, compute)
     return UpscalePlan((h, w), (th, tw), head, frames, compute, tiles, need)
 

@@ -10,7 +10,7 @@ import torch
 
 from ..model.config import LUAConfig
 from ..model.streaming import Chunks
-from ..model.tiling import round_up, tile_spans
+from ..model.tiling import largest_tile, round_up, tile_spans
 
 CPU_BUDGET_CAP = 2 << 30  # bytes; beyond this CPU speed gains from bigger tiles are negligible
 CPU_BUDGET_FRACTION = 0.3
@@ -146,14 +146,13 @@ def plan_memory(config: LUAConfig, head: int, batch: int, height: int, width: in
     budget = default_budget(device) if budget is None else int(budget)
     budget = max(budget - skip_reserve(config, head, batch, height, width, dtype), 1)
     w = config.window_size
-    if round_up(height, w) * round_up(width, w) * bytes_per_pixel(config, head, dtype) * max(batch, 1) <= budget:
+    if pass_peak_bytes(config, head, batch, height, width, dtype) <= budget:
         return 0, 0, None
     chunks = chunk_plan(config, head, batch, height, width, dtype, budget, device)
     if chunks is not None:
         return 0, 0, chunks
     th, tw = auto_tile_shape(config, head, batch, height, width, dtype, budget, device, overlap, chunked=True)
-    largest_h = max(b - a for a, b in tile_spans(height, th, overlap, w))
-    largest_w = max(b - a for a, b in tile_spans(width, tw, overlap, w))
+    largest_h, largest_w = largest_tile(height, width, (th, tw), overlap, w)
     chunks = chunk_plan(config, head, batch, largest_h, largest_w, dtype, budget, device)
     if chunks is None:  # nothing fits: the smallest chunks
         chunks = Chunks(max(w * w, round_up(largest_w, w)), HEAD_MIN_ROWS * round_up(largest_w, w))
@@ -253,9 +252,9 @@ def auto_tile_shape(config: LUAConfig, head: int, batch: int, height: int, width
     3x3 tiles of 96x96 when the budget allows a 128x128 square.
     """
     budget = default_budget(device) if budget is None else int(budget)
-    w = config.window_size
-    if round_up(height, w) * round_up(width, w) * bytes_per_pixel(config, head, dtype) * max(batch, 1) <= budget:
+    if pass_peak_bytes(config, head, batch, height, width, dtype) <= budget:
         return 0, 0
+    w = config.window_size
     best: Optional[tuple[tuple[int, int], tuple[int, int]]] = None
     for th in tile_heights(height, w, overlap):
         tw_max = widest_tile(config, head, batch, round_up(th, w), dtype, budget, chunked)

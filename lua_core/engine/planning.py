@@ -10,8 +10,8 @@ import torch
 from ..model.config import LUAConfig
 from ..model.network import LUANet
 from ..model.streaming import Chunks
-from ..model.tiling import round_up, tile_spans
-from .memory import auto_tile_size, default_budget, pass_peak_bytes, plan_memory, skip_reserve
+from ..model.tiling import largest_tile, round_up
+from .memory import default_budget, pass_peak_bytes, plan_memory, skip_reserve
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,9 @@ def check_tiling_options(tile_size: Any, tile_overlap: Any, memory_budget: Any) 
 
 
 def make_tile_plan(config: LUAConfig, head: int, batch: int, height: int, width: int, dtype: torch.dtype,
-                   device: torch.device, tile_size: int, overlap: Optional[int], budget: int) -> TilePlan:
-    """Resolve checked tiling options against the model and a ``(batch, height, width)`` model-layout latent.
+                   device: torch.device, tile_size: int, overlap: Optional[int], budget: Optional[int]) -> TilePlan:
+    """Resolve checked tiling options against the model and a ``(batch, height, width)`` model-layout latent
+    (``budget`` None: :func:`~.memory.default_budget` of ``device``, read once).
 
     Automatic mode (``tile_size`` 0): one plain pass when it fits the memory budget; else one
     chunked pass (windows and head rows in bands: same numbers, about the same time) when that
@@ -66,6 +67,7 @@ def make_tile_plan(config: LUAConfig, head: int, batch: int, height: int, width:
     as the budget allows, possibly non-square), each run chunked, with an overlap of one window
     unless ``overlap`` is given.  A positive ``tile_size`` gives plain spatial tiles of that size.
     """
+    budget = default_budget(device) if budget is None else int(budget)
     w = config.window_size
     chunks: Optional[Chunks] = None
     automatic = tile_size == 0
@@ -88,14 +90,14 @@ def make_tile_plan(config: LUAConfig, head: int, batch: int, height: int, width:
     if tile_h or automatic:
         # several tiles' (or chunked passes') worth of memory never go to one pass: split the batch too
         batch_chunk = 1 if (tile_h or chunks) else _batch_that_fits(config, head, batch, height, width, dtype,
-                                                                    budget, device)
+                                                                    budget)
     return TilePlan(tile_h, tile_w, int(overlap), batch_chunk, chunks)
 
 
 def _batch_that_fits(config: LUAConfig, head: int, batch: int, height: int, width: int, dtype: torch.dtype,
-                     budget: int, device: torch.device) -> int:
+                     budget: int) -> int:
     for b in range(batch, 0, -1):
-        if auto_tile_size(config, head, b, height, width, dtype, budget, device) == 0:
+        if pass_peak_bytes(config, head, b, height, width, dtype) <= budget:
             return b
     return 1
 
@@ -105,9 +107,8 @@ def plan_tiles(net: LUANet, x: torch.Tensor, head: int, tile_size: int = 0,
     """:func:`make_tile_plan` for the model-layout latent ``x`` ``(B, C, H, W)`` (its dtype and device),
     with the options checked; ``memory_budget`` None: :func:`~.memory.default_budget` of its device."""
     tile_size = check_tiling_options(tile_size, overlap, memory_budget)
-    budget = default_budget(x.device) if memory_budget is None else int(memory_budget)
     b, _, h, w = x.shape
-    return make_tile_plan(net.config, head, b, h, w, x.dtype, x.device, tile_size, overlap, budget)
+    return make_tile_plan(net.config, head, b, h, w, x.dtype, x.device, tile_size, overlap, memory_budget)
 
 
 def plan_peak_bytes(config: LUAConfig, head: int, plan: TilePlan, height: int, width: int,
@@ -117,8 +118,6 @@ def plan_peak_bytes(config: LUAConfig, head: int, plan: TilePlan, height: int, w
     skip's reserve.  In automatic mode this is the figure the plan was fitted to the budget with."""
     th, tw = height, width
     if plan.tiled:
-        w = config.window_size
-        th = max(b - a for a, b in tile_spans(height, plan.tile_h, plan.overlap, w))
-        tw = max(b - a for a, b in tile_spans(width, plan.tile_w, plan.overlap, w))
+        th, tw = largest_tile(height, width, plan.shape, plan.overlap, config.window_size)
     return (pass_peak_bytes(config, head, plan.batch_chunk, th, tw, dtype, plan.chunks)
             + skip_reserve(config, head, plan.batch_chunk, height, width, dtype))

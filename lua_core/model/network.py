@@ -229,15 +229,15 @@ class LUANet(nn.Module):
         """
         if self.skip is not None:
             out = out.mul_(self.skip.gain) if rows is not None else out * self.skip.gain
-            if not skip:
-                return out
-            teacher = self.skip.teacher(x, head)
-            return out.add_(teacher) if rows is not None else out + teacher
-        if skip and self.config.skip == "bicubic":
-            if rows is None:
-                return out + F.interpolate(x, scale_factor=head, mode="bicubic", align_corners=False)
+        if not skip:
+            return out
+        if rows is not None and self.skip is None and self.config.skip == "bicubic":
             add_bicubic_rows(out, x, head, rows)
-        return out
+            return out
+        term = self.skip_of(x, head)
+        if term is None:
+            return out
+        return out.add_(term) if rows is not None else out + term
 
     def skip_term(self, z: torch.Tensor, head: int) -> torch.Tensor:
         """The skip's contribution to ``forward``'s raw output for the raw latent ``z`` (zero without a skip)."""

@@ -65,6 +65,13 @@ def tile_spans(length: int, tile: int, overlap: int, multiple: int = 1) -> list[
     return [(s, s + size) for s in starts]
 
 
+def largest_tile(height: int, width: int, tile: TileSize, overlap: int, multiple: int = 1) -> tuple[int, int]:
+    """``(height, width)`` of the largest tile of the evenly tiled plan."""
+    th, tw = _pair(tile)
+    return (max(b - a for a, b in tile_spans(height, th, overlap, multiple)),
+            max(b - a for a, b in tile_spans(width, tw, overlap, multiple)))
+
+
 def pixel_overhead(height: int, width: int, tile: TileSize, overlap: int, multiple: int = 1) -> float:
     """Pixels computed by the tiled plan divided by the pixels of one untiled pass (1.0 = no overhead)."""
     th, tw = _pair(tile)
